@@ -1,0 +1,183 @@
+"""The `cobranca` command: a thin shell over the same functions the scheduler calls.
+
+Exit codes: 0 success; 1 a run finished with failed letters or a layout that could not run;
+2 the config, a template or the command line is wrong (nothing was sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import __version__
+from .config import Config, ConfigError, find_config_path, load_config
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+log = logging.getLogger("cobranca")
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $COBRANCA_CONFIG, /etc/cobranca/cobranca.yaml, "
+        "./config/cobranca.yaml)",
+    )
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser = argparse.ArgumentParser(
+        prog="cobranca",
+        description="Collection letters from TOTVS Protheus títulos.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"cobranca {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    commands.add_parser(
+        "check", parents=[common], help="validate the config and every template it names"
+    )
+
+    run = commands.add_parser(
+        "run", parents=[common], help="run layouts once now (the scheduler's job)"
+    )
+    run.add_argument("layouts", nargs="*", metavar="LAYOUT", help="layouts to run (default: all)")
+    run.add_argument("--as-of", type=_date, help="reference date YYYY-MM-DD (default: today)")
+    run.add_argument(
+        "--dry-run", action="store_true", help="render and report; send and record nothing"
+    )
+    run.add_argument("--format", choices=["text", "json"], default="text")
+
+    commands.add_parser("daemon", parents=[common], help="run the scheduler until stopped")
+
+    demo = commands.add_parser(
+        "demo-db", parents=[common], help="write a Protheus-shaped demo database"
+    )
+    demo.add_argument("--url", help="SQLAlchemy URL (default: the config's source database)")
+    demo.add_argument("--customers", type=int, default=40)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--as-of", type=_date, help="dates are relative to this day (default: today)")
+    demo.add_argument("--company", help="company code (default: the config's, else 01)")
+
+    config = commands.add_parser("config", parents=[common], help="config file helpers")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    config_commands.add_parser(
+        "reference", parents=[common], help="print the config reference (Markdown)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        print(f"cobranca: configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as exc:
+        from .runner import _error_text
+
+        print(f"cobranca: database error: {_error_text(exc)}", file=sys.stderr)
+        return EXIT_FAILURES
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config":
+        from .reference import config_reference
+
+        print(config_reference(), end="")
+        return EXIT_OK
+    if args.command == "demo-db":
+        return _demo_db(args)
+    path = find_config_path(args.config)
+    config = load_config(path)
+    if args.command == "check":
+        return _check(config)
+    if args.command == "run":
+        return _run(config, args)
+    if args.command == "daemon":
+        from .scheduler import serve
+
+        return serve(path)
+    raise AssertionError(args.command)
+
+
+def _today(config: Config) -> date:
+    return datetime.now(config.zone).date()
+
+
+def _check(config: Config) -> int:
+    from .check import check_templates
+
+    problems = check_templates(config, _today(config))
+    if problems:
+        print("cobranca: template errors:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{config.path}: OK ({len(config.layouts)} layouts, templates in {config.templates_dir})")
+    return EXIT_OK
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    from .check import check_templates
+    from .runner import run_layouts
+    from .summary import format_json, format_text
+
+    for name in args.layouts:
+        config.layout(name)  # unknown names fail before anything runs
+    problems = check_templates(config, _today(config))
+    if problems:
+        raise ConfigError(problems)
+    report = run_layouts(
+        config, args.layouts, as_of=args.as_of or _today(config), dry_run=args.dry_run
+    )
+    print(format_json(report) if args.format == "json" else format_text(report))
+    return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+def _demo_db(args: argparse.Namespace) -> int:
+    from .demo import write_demo_database
+
+    if args.url is None:
+        config = load_config(find_config_path(args.config))
+        url = config.source.engine_url().render_as_string(hide_password=False)
+        company = args.company or config.source.company
+        schema = config.source.table_schema
+        as_of = args.as_of or _today(config)
+    else:
+        url, company, schema = args.url, args.company or "01", None
+        as_of = args.as_of or date.today()
+    summary = write_demo_database(
+        url, customers=args.customers, seed=args.seed, as_of=as_of, company=company, schema=schema
+    )
+    print(
+        f"demo database written: {summary.url} "
+        f"({summary.customers} customers, {summary.titles} títulos, as of {as_of.isoformat()})"
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

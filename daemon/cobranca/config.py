@@ -1,0 +1,535 @@
+"""The configuration finance and sysadmins write, as one typed, frozen schema.
+
+The pydantic models below are the single source of truth: they validate ``cobranca.yaml``,
+their field descriptions document it (``cobranca config reference`` prints them), and every
+error is reported as ``file:line:column: key: what to change``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from .cron import CronError, parse_cron
+from .yamlfile import YamlDocument, YamlError, load_yaml
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/cobranca/cobranca.yaml"), Path("config/cobranca.yaml"))
+CONFIG_ENV = "COBRANCA_CONFIG"
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each naming file, line and key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    return (info.context or {}).get("base_dir", Path.cwd())
+
+
+def _resolve(path: Path, info: ValidationInfo) -> Path:
+    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+
+
+class Secret(Model):
+    """Where a password comes from: never the YAML itself."""
+
+    password_env: str | None = Field(
+        None, description="Name of the environment variable that holds the password."
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File that holds the password (e.g. a systemd credential); "
+        "relative paths resolve against the config file's folder.",
+    )
+
+    @field_validator("password_file")
+    @classmethod
+    def _resolve_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value else None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Secret:
+        if self.password_env and self.password_file:
+            raise ValueError("give either password_env or password_file, not both")
+        return self
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_env or self.password_file)
+
+    def password(self) -> str | None:
+        """Read the password now (at use, not at load), naming where it was looked for."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError([f"environment variable {self.password_env} is not set"])
+            return value
+        if self.password_file:
+            try:
+                return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ConfigError(
+                    [f"cannot read password file {self.password_file}: {exc.strerror}"]
+                ) from exc
+        return None
+
+
+class Database(Secret):
+    url: str = Field(
+        description="SQLAlchemy URL without the password, e.g. "
+        "postgresql+psycopg://cobranca@db.example/protheus or sqlite:///protheus.db. "
+        "Relative SQLite paths resolve against the config file's folder."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL: {exc}") from None
+        if url.password:
+            raise ValueError(
+                "the URL contains a password; remove it and use password_env or password_file"
+            )
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            database = Path(url.database)
+            if not database.is_absolute():
+                url = url.set(database=str(_resolve(database, info)))
+                return url.render_as_string(hide_password=False)
+        return value
+
+    def engine_url(self) -> URL:
+        url = make_url(self.url)
+        password = self.password()
+        return url.set(password=password) if password is not None else url
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file when the URL is SQLite on disk (its folder may need creating)."""
+        url = make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(url.database)
+        return None
+
+    @property
+    def display_url(self) -> str:
+        """The URL as it may appear in logs and errors."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+class Source(Database):
+    """The Protheus database (read only)."""
+
+    company: str = Field(
+        "01", description="Company code (empresa): company 01 reads tables SE1010 and SA1010."
+    )
+    table_schema: str | None = Field(
+        None, description="Database schema of the Protheus tables (e.g. dbo), if not the default."
+    )
+    customers_shared: bool = Field(
+        True,
+        description="SA1 is shared between branches (blank A1_FILIAL). Set false when SA1 is "
+        "exclusive, so each título's customer is read from its own branch.",
+    )
+    fetch_size: int = Field(1000, ge=10, le=100_000, description="Rows fetched per round trip.")
+
+    @field_validator("company")
+    @classmethod
+    def _company(cls, value: str) -> str:
+        if not re.fullmatch(r"[0-9A-Za-z]{2}", value):
+            raise ValueError("company is two letters or digits, e.g. '01' (quote it)")
+        return value
+
+
+class History(Database):
+    """Where every run and letter is recorded."""
+
+    url: str = Field(
+        "sqlite:///../var/history.db",
+        description="SQLAlchemy URL of the history store; SQLite by default, PostgreSQL for "
+        "several daemons.",
+    )
+
+
+class Smtp(Secret):
+    host: str = Field(description="SMTP server host name.")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port.")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls",
+        description="starttls (port 587), tls (implicit TLS, port 465) or none (local relay only).",
+    )
+    username: str | None = Field(None, description="Login user; omit for a relay without login.")
+    timeout_seconds: float = Field(30, gt=0, le=600, description="Timeout per SMTP command.")
+
+    @model_validator(mode="after")
+    def _login_needs_password(self) -> Smtp:
+        if self.username and not self.has_password:
+            raise ValueError("username is set: give password_env or password_file too")
+        return self
+
+
+class Outbox(Model):
+    directory: Path = Field(
+        Path("../var/outbox"),
+        description="Folder where each letter is written as an .eml file.",
+    )
+
+    @field_validator("directory")
+    @classmethod
+    def _resolve_dir(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class Delivery(Model):
+    transport: Literal["outbox", "smtp"] = Field(
+        "outbox", description="outbox writes .eml files; smtp sends them."
+    )
+    from_address: str = Field(description="Sender address of every letter.")
+    from_name: str = Field("", description="Sender display name.")
+    reply_to: str | None = Field(None, description="Where customers' replies go.")
+    smtp: Smtp | None = None
+    outbox: Outbox
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_outbox(cls, data: Any) -> Any:
+        # A default built here (not a shared instance) so its path resolves like a written one.
+        if isinstance(data, dict) and "outbox" not in data:
+            return {**data, "outbox": {}}
+        return data
+
+    @field_validator("from_address", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.fullmatch(value):
+            raise ValueError(f"not an e-mail address: {value!r}")
+        return value
+
+    @field_validator("from_name")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c in value for c in "\r\n"):
+            raise ValueError("from_name must be a single line")
+        return value
+
+    @model_validator(mode="after")
+    def _transport_settings(self) -> Delivery:
+        if self.transport == "smtp" and self.smtp is None:
+            raise ValueError("transport is smtp: add an smtp section with at least host")
+        return self
+
+
+class Creditor(Model):
+    """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
+
+    name: str
+    tax_id: str = Field(description="CNPJ, digits (or letters and digits) only.")
+    address: str
+    city: str
+    state: str
+    zip_code: str = ""
+    phone: str = ""
+    email: str = ""
+    website: str = ""
+
+    @field_validator("tax_id")
+    @classmethod
+    def _tax_id(cls, value: str) -> str:
+        cleaned = re.sub(r"[./-]", "", value).upper()
+        if not re.fullmatch(r"[0-9A-Z]{12}[0-9]{2}", cleaned):
+            raise ValueError("CNPJ must have 14 characters (punctuation is ignored)")
+        return cleaned
+
+
+class DaysRange(Model):
+    min: int | None = Field(
+        None, description="Fewest days after the real due date (negative: before due)."
+    )
+    max: int | None = Field(None, description="Most days after the real due date; omit: no limit.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DaysRange:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class IncludeExclude(Model):
+    include: tuple[str, ...] = Field((), description="Only these (empty: all).")
+    exclude: tuple[str, ...] = Field((), description="Never these.")
+
+    @field_validator("include", "exclude", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value)
+        return value
+
+
+class CustomerFilter(IncludeExclude):
+    """Customers as CODE (every store) or CODE/STORE."""
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _customer_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not re.fullmatch(r"[^/\s]+(/[^/\s]+)?", item):
+                raise ValueError(f"{item!r} is not CODE or CODE/STORE")
+        return value
+
+
+class Selection(Model):
+    """Which títulos a layout picks (filtered in SQL wherever possible)."""
+
+    days: DaysRange = Field(description="Days relative to the real due date (E1_VENCREA).")
+    min_balance: Decimal = Field(
+        Decimal("0.01"), ge=0, description="Smallest open balance (after abatements) per título."
+    )
+    branches: tuple[str, ...] = Field((), description="Branches (filiais); empty: all.")
+    types: IncludeExclude = Field(
+        IncludeExclude(),
+        description="Título types (NF, DP, BOL...); RA, PR, NCC and "
+        "abatements are never collected.",
+    )
+    situations: tuple[str, ...] = Field(
+        ("0", "1"),
+        description="Collection situations (E1_SITUACA) taken; lawyer, court and notary "
+        "situations should stay out of friendly letters.",
+    )
+    customers: CustomerFilter = Field(CustomerFilter(), description="Customers to include/exclude.")
+    skip_blocked: bool = Field(True, description="Leave out blocked customers (A1_MSBLQL = 1).")
+
+    @field_validator("min_balance", mode="before")
+    @classmethod
+    def _no_float(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float | int) else value
+
+    @field_validator("branches", "situations", mode="before")
+    @classmethod
+    def _strings(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value)
+        return value
+
+
+class Layout(Model):
+    """One letter of the collection ladder: what it selects, when it runs, what it says."""
+
+    name: str = Field(description="Short unique name (lower case, digits, - and _).")
+    description: str = ""
+    enabled: bool = True
+    schedule: str = Field(
+        description="Cron expression (minute hour day month weekday) in the configured time "
+        "zone; weekdays 0/7 = Sunday or names (mon-fri)."
+    )
+    template: str = Field(description="Template name: TEMPLATE.html.j2 and TEMPLATE.txt.j2.")
+    subject: str = Field(description="E-mail subject; a Jinja2 template with the letter's data.")
+    selection: Selection
+    cadence_days: int = Field(
+        7, ge=1, description="Days before the same customer may get this layout again."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (e.g. primeiro-aviso)")
+        return value
+
+
+class Config(Model):
+    timezone: str = Field("America/Sao_Paulo", description="Time zone of schedules and dates.")
+    templates_dir: Path = Field(Path("../templates"), description="Folder of the letter templates.")
+    source: Source
+    history: History
+    delivery: Delivery
+    creditor: Creditor
+    layouts: tuple[Layout, ...] = Field(min_length=1)
+
+    _path: Path | None = PrivateAttr(None)
+    _digest: str = PrivateAttr("")
+    _document: YamlDocument | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_history(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "history" not in data:
+            return {**data, "history": {}}
+        return data
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _resolve_templates(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (e.g. America/Sao_Paulo)") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the config file as read: which rules selected a letter."""
+        return self._digest
+
+    def where(self, loc: tuple[str | int, ...]) -> str:
+        """'file:line:col' of a key, for messages about a valid but unusable value."""
+        return self._document.where(loc) if self._document else "config"
+
+    def layout(self, name: str) -> Layout:
+        for layout in self.layouts:
+            if layout.name == name:
+                return layout
+        known = ", ".join(lay.name for lay in self.layouts)
+        raise ConfigError([f"unknown layout {name!r}; the config has: {known}"])
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--config, then $COBRANCA_CONFIG, then /etc/cobranca/cobranca.yaml, then ./config/."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if candidate.exists():
+            return candidate
+    tried = ", ".join(str(p) for p in DEFAULT_CONFIG_PATHS)
+    raise ConfigError([f"no config file found (tried ${CONFIG_ENV}, {tried}); use --config"])
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve a config file, or raise ConfigError listing every problem."""
+    import hashlib
+
+    try:
+        document = load_yaml(path)
+    except YamlError as exc:
+        raise ConfigError([str(exc)]) from exc
+    if not isinstance(document.data, dict):
+        raise ConfigError([f"{path}: the file must be a mapping of keys (source:, layouts:, ...)"])
+    context = {"base_dir": path.resolve().parent}
+    try:
+        config = Config.model_validate(document.data, context=context)
+    except ValidationError as exc:
+        raise ConfigError(list(_describe(exc, document))) from exc
+    problems = list(_semantic_problems(config, document))
+    if problems:
+        raise ConfigError(problems)
+    config._path = path.resolve()
+    config._digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    config._document = document
+    return config
+
+
+def _semantic_problems(config: Config, document: YamlDocument) -> Iterator[str]:
+    """Checks that span fields: schedules in the configured zone, unique layout names."""
+    seen: dict[str, int] = {}
+    for index, layout in enumerate(config.layouts):
+        if layout.name in seen:
+            yield (
+                f"{document.where(('layouts', index, 'name'))}: layouts[{index}].name: "
+                f"duplicate layout name {layout.name!r} (first is layouts[{seen[layout.name]}])"
+            )
+        seen.setdefault(layout.name, index)
+        try:
+            parse_cron(layout.schedule, config.zone)
+        except CronError as exc:
+            where = document.where(("layouts", index, "schedule"))
+            yield f"{where}: layouts[{index}].schedule: {exc}"
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _describe(exc: ValidationError, document: YamlDocument) -> Iterator[str]:
+    for error in exc.errors(include_url=False):
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        where = document.where(loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1])
+            hint = ""
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
+            elif allowed:
+                hint = f"; allowed keys here: {', '.join(allowed)}"
+            yield f"{where}: {_dotted(loc)}: unknown key{hint}"
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required key is missing"
+        elif "input" in error and not isinstance(error["input"], dict | list):
+            message = f"{message} (got {error['input']!r})"
+        yield f"{where}: {_dotted(loc)}: {message}"
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The field names valid at a location, for 'did you mean' hints."""
+    annotation: Any = Config
+    for part in loc:
+        annotation = _unwrap(annotation)
+        if isinstance(part, int):
+            args = get_args(annotation)
+            annotation = args[0] if args else None
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            field = annotation.model_fields.get(part)
+            annotation = field.annotation if field else None
+        else:
+            return []
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] → X."""
+    if get_origin(annotation) is not None and type(None) in get_args(annotation):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        return rest[0] if len(rest) == 1 else annotation
+    return annotation

@@ -1,0 +1,159 @@
+"""Plain data passed between the stages: source → plan → render → deliver → history.
+
+Every stage takes and returns these frozen dataclasses, never ORM rows or config dicts, so
+that each stage can be tested alone and none reaches around another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from enum import StrEnum
+
+
+@dataclass(frozen=True)
+class Address:
+    street: str
+    district: str
+    city: str
+    state: str
+    zip_code: str
+
+
+@dataclass(frozen=True)
+class Customer:
+    """A Protheus customer (SA1), identified by code + store."""
+
+    code: str
+    store: str
+    name: str
+    short_name: str
+    tax_id: str
+    person_type: str
+    raw_emails: str
+    address: Address
+    blocked: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.code}/{self.store}"
+
+
+@dataclass(frozen=True)
+class Title:
+    """An open título (SE1 row), with balances already in Decimal and dates parsed."""
+
+    branch: str
+    prefix: str
+    number: str
+    installment: str
+    type: str
+    customer_code: str
+    customer_store: str
+    issue_date: date | None
+    due_date: date | None
+    real_due_date: date
+    value: Decimal
+    balance: Decimal
+    abatements: Decimal
+    situation: str
+    days_from_due: int
+    days_late: int
+
+    @property
+    def key(self) -> str:
+        """The Protheus key string that links history to a título."""
+        return "|".join(
+            (
+                self.branch,
+                self.prefix,
+                self.number,
+                self.installment,
+                self.type,
+                self.customer_code,
+                self.customer_store,
+            )
+        )
+
+    @property
+    def net_balance(self) -> Decimal:
+        """What is still owed: balance minus abatement títulos (never below zero)."""
+        return max(self.balance - self.abatements, Decimal("0.00"))
+
+    @property
+    def overdue(self) -> bool:
+        """Overdue as the Protheus letter counts it: real due date before the reference date."""
+        return self.days_from_due > 0
+
+
+@dataclass(frozen=True)
+class CustomerTitles:
+    """One customer with the títulos a layout's selection picked for it, in due-date order.
+
+    ``rejected`` holds (título key, reason) for rows the source could not read (a bad date,
+    say): they are reported, and never stop the other títulos or customers.
+    """
+
+    customer: Customer
+    titles: tuple[Title, ...]
+    rejected: tuple[tuple[str, str], ...] = ()
+
+
+class Disposition(StrEnum):
+    """What the plan decided for one customer of one layout."""
+
+    SEND = "send"
+    PRINT = "print"  # no usable e-mail: the letter must go on paper
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class PlannedLetter:
+    layout: str
+    as_of: date
+    customer: Customer
+    titles: tuple[Title, ...]
+    recipients: tuple[str, ...]
+    disposition: Disposition
+    reason: str = ""
+    invalid_emails: tuple[str, ...] = ()
+
+    @property
+    def overdue(self) -> tuple[Title, ...]:
+        return tuple(t for t in self.titles if t.overdue)
+
+    @property
+    def coming_due(self) -> tuple[Title, ...]:
+        return tuple(t for t in self.titles if not t.overdue)
+
+    @property
+    def total(self) -> Decimal:
+        return sum((t.net_balance for t in self.titles), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class DeliveryReceipt:
+    """What a transport reports about one message it accepted."""
+
+    transport: str
+    detail: str = ""
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class LetterStatus(StrEnum):
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    PRINT_NEEDED = "print_needed"
+
+
+# Statuses that count as "this customer already got (or is getting) this layout" for cadence.
+CADENCE_STATUSES = (LetterStatus.SENDING, LetterStatus.SENT, LetterStatus.PRINT_NEEDED)

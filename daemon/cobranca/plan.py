@@ -1,0 +1,63 @@
+"""Decide which customer gets which letter today.
+
+A pure function of the customer's títulos, the layout's rules, the history (when this customer
+last got this layout) and the as-of date: no database, no clock, no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from .addresses import split_addresses
+from .config import Layout
+from .models import CustomerTitles, Disposition, PlannedLetter
+
+# Reasons a customer gets no letter; the run summary counts them.
+SKIP_CADENCE = "cadence"
+SKIP_BELOW_MINIMUM = "below_minimum_balance"
+SKIP_NO_VALID_TITLES = "no_valid_titles"
+SKIP_ALREADY_CLAIMED = "already_claimed"
+SKIP_REASONS = {
+    SKIP_CADENCE: "got this layout within its cadence",
+    SKIP_BELOW_MINIMUM: "open balance after abatements below the layout's minimum",
+    SKIP_NO_VALID_TITLES: "every selected título was unreadable (see rejected títulos)",
+    SKIP_ALREADY_CLAIMED: "this letter was already sent or claimed today",
+}
+
+
+def plan_letter(
+    group: CustomerTitles, layout: Layout, as_of: date, last_sent: date | None
+) -> PlannedLetter:
+    """The letter (or the reason for none) for one customer and one layout."""
+    customer = group.customer
+    minimum = layout.selection.min_balance
+    titles = tuple(t for t in group.titles if t.net_balance >= minimum and t.net_balance > 0)
+    valid, invalid = split_addresses(customer.raw_emails)
+
+    def letter(disposition: Disposition, reason: str = "") -> PlannedLetter:
+        return PlannedLetter(
+            layout=layout.name,
+            as_of=as_of,
+            customer=customer,
+            titles=titles,
+            recipients=valid,
+            disposition=disposition,
+            reason=reason,
+            invalid_emails=invalid,
+        )
+
+    if not group.titles:
+        return letter(Disposition.SKIP, SKIP_NO_VALID_TITLES)
+    if not titles:
+        return letter(Disposition.SKIP, SKIP_BELOW_MINIMUM)
+    if last_sent is not None and as_of < last_sent + timedelta(days=layout.cadence_days):
+        return letter(Disposition.SKIP, SKIP_CADENCE)
+    if not valid:
+        why = "no e-mail address" if not invalid else f"no valid e-mail in {', '.join(invalid)}"
+        return letter(Disposition.PRINT, why)
+    return letter(Disposition.SEND)
+
+
+def cadence_window_start(layout: Layout, as_of: date) -> date:
+    """Letters on or after this date still block a new one under the layout's cadence."""
+    return as_of - timedelta(days=layout.cadence_days - 1)

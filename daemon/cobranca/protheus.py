@@ -1,0 +1,128 @@
+"""The Protheus schema as cobranca reads it: SE1 (títulos a receber) and SA1 (clientes).
+
+Only the columns cobranca uses are declared. Conventions (see shared/protheus.md): physical
+name = alias + company + "0"; deleted rows carry D_E_L_E_T_ = '*'; CHAR fields are space-padded;
+dates are CHAR(8) YYYYMMDD or blank; money columns are often binary floats.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table
+
+CENTS = Decimal("0.01")
+
+# Types that are never collected (FINXTIPOS): advances, provisionals, credit notes, taxes...
+NEVER_COLLECTED_TYPES = ("RA", "PR", "PA", "TX", "TXA", "NCC", "NDF")
+# Abatement types have "-" in their third position (AB-, IR-, PI-, ...).
+ABATEMENT_TYPE_PATTERN = "__-%"
+
+LIVE = " "
+DELETED = "*"
+
+
+def physical_name(alias: str, company: str) -> str:
+    """SE1 + company 01 → SE1010."""
+    return f"{alias}{company}0"
+
+
+def se1_table(metadata: MetaData, company: str, schema: str | None = None) -> Table:
+    return Table(
+        physical_name("SE1", company),
+        metadata,
+        Column("E1_FILIAL", String(2), nullable=False),
+        Column("E1_PREFIXO", String(3), nullable=False),
+        Column("E1_NUM", String(9), nullable=False),
+        Column("E1_PARCELA", String(2), nullable=False),
+        Column("E1_TIPO", String(3), nullable=False),
+        Column("E1_CLIENTE", String(6), nullable=False),
+        Column("E1_LOJA", String(2), nullable=False),
+        Column("E1_NOMCLI", String(20), nullable=False),
+        Column("E1_EMISSAO", String(8), nullable=False),
+        Column("E1_VENCTO", String(8), nullable=False),
+        Column("E1_VENCREA", String(8), nullable=False),
+        Column("E1_BAIXA", String(8), nullable=False),
+        Column("E1_VALOR", Float, nullable=False),
+        Column("E1_SALDO", Float, nullable=False),
+        Column("E1_VALJUR", Float, nullable=False),
+        Column("E1_PORCJUR", Float, nullable=False),
+        Column("E1_MULTA", Float, nullable=False),
+        Column("E1_JUROS", Float, nullable=False),
+        Column("E1_SDACRES", Float, nullable=False),
+        Column("E1_SDDECRE", Float, nullable=False),
+        Column("E1_SITUACA", String(1), nullable=False),
+        Column("E1_PORTADO", String(3), nullable=False),
+        Column("E1_NUMBCO", String(15), nullable=False),
+        Column("E1_CODBAR", String(44), nullable=False),
+        Column("E1_CODDIG", String(48), nullable=False),
+        Column("E1_MOEDA", Integer, nullable=False),
+        Column("E1_HIST", String(40), nullable=False),
+        Column("D_E_L_E_T_", String(1), nullable=False),
+        Column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
+        schema=schema,
+    )
+
+
+def sa1_table(metadata: MetaData, company: str, schema: str | None = None) -> Table:
+    return Table(
+        physical_name("SA1", company),
+        metadata,
+        Column("A1_FILIAL", String(2), nullable=False),
+        Column("A1_COD", String(6), nullable=False),
+        Column("A1_LOJA", String(2), nullable=False),
+        Column("A1_NOME", String(40), nullable=False),
+        Column("A1_NREDUZ", String(20), nullable=False),
+        Column("A1_PESSOA", String(1), nullable=False),
+        Column("A1_CGC", String(14), nullable=False),
+        Column("A1_EMAIL", String(250), nullable=False),
+        Column("A1_END", String(80), nullable=False),
+        Column("A1_BAIRRO", String(40), nullable=False),
+        Column("A1_MUN", String(60), nullable=False),
+        Column("A1_EST", String(2), nullable=False),
+        Column("A1_CEP", String(8), nullable=False),
+        Column("A1_ENDCOB", String(80), nullable=False),
+        Column("A1_BAIRROC", String(40), nullable=False),
+        Column("A1_MUNC", String(60), nullable=False),
+        Column("A1_ESTC", String(2), nullable=False),
+        Column("A1_CEPC", String(8), nullable=False),
+        Column("A1_MSBLQL", String(1), nullable=False),
+        Column("A1_RISCO", String(1), nullable=False),
+        Column("D_E_L_E_T_", String(1), nullable=False),
+        Column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
+        schema=schema,
+    )
+
+
+def parse_date(value: str | None) -> date | None:
+    """YYYYMMDD → date; blank (spaces or empty) → None. Anything else raises ValueError."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if len(text) != 8 or not text.isdigit():
+        raise ValueError(f"not a Protheus date (YYYYMMDD): {value!r}")
+    return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+
+
+def format_date(value: date | None) -> str:
+    """date → YYYYMMDD; None → 8 spaces, as Protheus stores an empty date."""
+    return value.strftime("%Y%m%d") if value else " " * 8
+
+
+def to_money(value: object) -> Decimal:
+    """A numeric column (often a binary float) → Decimal rounded half-up to cents.
+
+    str() of a float is its shortest round-trip form, so 33.329999999999998 becomes 33.33
+    before quantizing; no float ever reaches a total.
+    """
+    if value is None:
+        return Decimal("0.00")
+    if isinstance(value, Decimal):
+        return value.quantize(CENTS, ROUND_HALF_UP)
+    return Decimal(str(value)).quantize(CENTS, ROUND_HALF_UP)
+
+
+def trimmed(value: str | None) -> str:
+    """CHAR fields come space-padded to their width: compare trimmed values only."""
+    return (value or "").strip()

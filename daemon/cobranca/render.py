@@ -1,0 +1,244 @@
+"""Render a planned letter into subject, HTML and plain text with sandboxed Jinja2 templates.
+
+Templates are edited by finance, and the data comes from the ERP, so both are untrusted:
+templates run in an immutable sandbox, HTML output is autoescaped, ``|safe`` is removed
+(ERP text can never be marked safe), and an undefined variable is an error, not an empty string.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from babel.dates import format_date as babel_format_date
+from babel.numbers import format_currency
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .models import PlannedLetter, RenderedLetter, Title
+
+LOCALE = "pt_BR"
+CENTS = Decimal("0.01")
+HTML_SUFFIX = ".html.j2"
+TEXT_SUFFIX = ".txt.j2"
+
+
+class TemplateProblem(Exception):
+    """A template that cannot be loaded or rendered, with the file and line to fix."""
+
+    def __init__(self, message: str, filename: str | None = None, line: int | None = None):
+        self.message = message
+        self.filename = filename
+        self.line = line
+        where = filename or "template"
+        if line:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+def money(value: Decimal | int | None) -> str:
+    """Decimal → 'R$ 1.234,56' (no-break space), rounded half-up first: Babel rounds half-even."""
+    if value is None:
+        return ""
+    if not isinstance(value, Decimal | int):
+        raise TypeError(f"money expects a Decimal, got {type(value).__name__}")
+    amount = Decimal(value).quantize(CENTS, ROUND_HALF_UP)
+    return format_currency(amount, "BRL", locale=LOCALE)
+
+
+def short_date(value: date | None) -> str:
+    """date → dd/mm/aaaa; a blank date prints as nothing."""
+    return value.strftime("%d/%m/%Y") if value else ""
+
+
+def long_date(value: date | None) -> str:
+    """date → '5 de março de 2025', as the letter's date line reads."""
+    return babel_format_date(value, "long", locale=LOCALE) if value else ""
+
+
+def tax_id(value: str | None) -> str:
+    """CNPJ (14 characters, alphanumeric since July 2026) or CPF (11 digits), formatted."""
+    text = (value or "").strip().upper()
+    if len(text) == 14 and text.isalnum():
+        return f"{text[:2]}.{text[2:5]}.{text[5:8]}/{text[8:12]}-{text[12:]}"
+    if len(text) == 11 and text.isdigit():
+        return f"{text[:3]}.{text[3:6]}.{text[6:9]}-{text[9:]}"
+    return text
+
+
+def zip_code(value: str | None) -> str:
+    """CEP 01310100 → 01310-100."""
+    text = (value or "").strip()
+    return f"{text[:5]}-{text[5:]}" if len(text) == 8 and text.isdigit() else text
+
+
+FILTERS = {
+    "money": money,
+    "date": short_date,
+    "long_date": long_date,
+    "tax_id": tax_id,
+    "zip": zip_code,
+}
+
+
+def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment every letter is rendered with."""
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        autoescape=jinja2.select_autoescape(
+            enabled_extensions=("html", "html.j2"), default_for_string=False
+        ),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.pop("safe", None)
+    env.filters.update(FILTERS)
+    return env
+
+
+def template_names(template: str) -> tuple[str, str]:
+    """A layout's template name → its HTML and plain-text files."""
+    return f"{template}{HTML_SUFFIX}", f"{template}{TEXT_SUFFIX}"
+
+
+def _title_context(title: Title) -> dict[str, Any]:
+    return {
+        "key": title.key,
+        "branch": title.branch,
+        "prefix": title.prefix,
+        "number": title.number,
+        "installment": title.installment,
+        "type": title.type,
+        "issue_date": title.issue_date,
+        "due_date": title.due_date,
+        "real_due_date": title.real_due_date,
+        "days_late": title.days_late,
+        "days_from_due": title.days_from_due,
+        "value": title.value,
+        "balance": title.net_balance,
+    }
+
+
+def letter_context(letter: PlannedLetter, creditor: Mapping[str, Any]) -> dict[str, Any]:
+    """The variables a template sees. Documented in docs/templates.md; keep both in step."""
+    customer = letter.customer
+    overdue = [_title_context(t) for t in letter.overdue]
+    coming_due = [_title_context(t) for t in letter.coming_due]
+    return {
+        "creditor": dict(creditor),
+        "customer": {
+            "code": customer.code,
+            "store": customer.store,
+            "name": customer.name,
+            "short_name": customer.short_name,
+            "tax_id": customer.tax_id,
+            "person_type": customer.person_type,
+            "address": {
+                "street": customer.address.street,
+                "district": customer.address.district,
+                "city": customer.address.city,
+                "state": customer.address.state,
+                "zip_code": customer.address.zip_code,
+            },
+        },
+        "letter": {"as_of": letter.as_of, "layout": letter.layout},
+        "overdue": overdue,
+        "coming_due": coming_due,
+        "totals": {
+            "overdue": sum((t.net_balance for t in letter.overdue), Decimal("0.00")),
+            "coming_due": sum((t.net_balance for t in letter.coming_due), Decimal("0.00")),
+            "all": letter.total,
+        },
+    }
+
+
+_LINE_BREAKS = re.compile(r"[\r\n\t\x00-\x1f\x7f]+")
+
+
+def clean_subject(text: str) -> str:
+    """A subject is one header line: control characters (CR/LF above all) become spaces."""
+    return " ".join(_LINE_BREAKS.sub(" ", text).split())
+
+
+@dataclass(frozen=True)
+class LetterTemplates:
+    """The compiled templates of one layout: subject, HTML body and plain-text body."""
+
+    subject: jinja2.Template
+    html: jinja2.Template
+    text: jinja2.Template
+
+    def render(self, context: Mapping[str, Any]) -> RenderedLetter:
+        subject = clean_subject(_render(self.subject, context))
+        return RenderedLetter(
+            subject=subject,
+            html=_render(self.html, {**context, "subject": subject}),
+            text=_render(self.text, {**context, "subject": subject}),
+        )
+
+
+def load_templates(
+    env: ImmutableSandboxedEnvironment, template: str, subject: str
+) -> LetterTemplates:
+    """Compile a layout's templates; raise TemplateProblem naming the file and line."""
+    html_name, text_name = template_names(template)
+    return LetterTemplates(
+        subject=_compile_string(env, subject, "subject"),
+        html=_load(env, html_name),
+        text=_load(env, text_name),
+    )
+
+
+def _compile_string(env: ImmutableSandboxedEnvironment, source: str, label: str) -> jinja2.Template:
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(f"syntax error: {exc.message}", label) from exc
+
+
+def _load(env: ImmutableSandboxedEnvironment, name: str) -> jinja2.Template:
+    try:
+        return env.get_template(name)
+    except jinja2.TemplateNotFound as exc:
+        searched = ", ".join(getattr(env.loader, "searchpath", []))
+        raise TemplateProblem(
+            f"template file not found: {exc.name} (looked in {searched})", exc.name
+        ) from exc
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateProblem(
+            f"syntax error: {exc.message}", exc.filename or exc.name, exc.lineno
+        ) from exc
+
+
+def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+    try:
+        return template.render(context)
+    except jinja2.TemplateError as exc:
+        filename, line = _template_position(exc.__traceback__, template)
+        raise TemplateProblem(f"{type(exc).__name__}: {exc}", filename, line) from exc
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        filename, line = _template_position(exc.__traceback__, template)
+        raise TemplateProblem(f"{type(exc).__name__}: {exc}", filename, line) from exc
+
+
+def _template_position(
+    tb: TracebackType | None, template: jinja2.Template
+) -> tuple[str | None, int | None]:
+    """Jinja rewrites tracebacks so template frames carry the template file and line."""
+    found: tuple[str | None, int | None] = (template.filename or template.name or "subject", None)
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.endswith(".j2") or filename == "<template>":
+            found = (None if filename == "<template>" else filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if found[0] is None:
+        found = ("subject", found[1])
+    return found

@@ -1,0 +1,55 @@
+"""The run summary a person reads at the end of `cobranca run` (text) or a script parses (JSON)."""
+
+from __future__ import annotations
+
+import json
+
+from .plan import SKIP_REASONS
+from .runner import RunReport
+
+MAX_LISTED = 20
+
+
+def format_json(report: RunReport) -> str:
+    return json.dumps(report.as_dict(), indent=2, ensure_ascii=False)
+
+
+def format_text(report: RunReport) -> str:
+    lines: list[str] = []
+    for result in report.results:
+        mode = " (dry run: nothing sent or recorded)" if result.dry_run else ""
+        run = f" run {result.run_id}" if result.run_id else ""
+        lines.append(f"layout {result.layout} — as of {result.as_of.isoformat()}{run}{mode}")
+        if result.error:
+            lines.append(f"  ERROR: {result.error}")
+        if result.dry_run:
+            lines.append(f"  would send:   {result.would_send}")
+        else:
+            lines.append(f"  sent:         {result.sent}")
+        lines.append(f"  to print:     {result.print_needed}  (no usable e-mail)")
+        lines.append(f"  failed:       {result.failed}")
+        lines.append(f"  skipped:      {sum(result.skipped.values())}")
+        for reason, count in sorted(result.skipped.items()):
+            lines.append(f"    {count:>5}  {reason}: {SKIP_REASONS.get(reason, reason)}")
+        _listed(lines, "failures", result.failures)
+        _listed(lines, "printed letters needed", result.prints)
+        _listed(lines, "unreadable títulos (skipped)", result.rejected_titles)
+        _listed(lines, "invalid e-mail entries (ignored)", result.invalid_emails)
+        if result.interrupted:
+            lines.append("  interrupted: the remaining customers are left for the next run")
+        lines.append("")
+    total_sent = sum(r.sent for r in report.results)
+    total_failed = sum(r.failed for r in report.results)
+    errors = sum(1 for r in report.results if r.error)
+    lines.append(f"total: {total_sent} sent, {total_failed} failed, {errors} layout(s) with errors")
+    return "\n".join(lines)
+
+
+def _listed(lines: list[str], title: str, items: list[tuple[str, str]]) -> None:
+    if not items:
+        return
+    lines.append(f"  {title}:")
+    for who, why in items[:MAX_LISTED]:
+        lines.append(f"    {who}: {why}")
+    if len(items) > MAX_LISTED:
+        lines.append(f"    ... and {len(items) - MAX_LISTED} more (see --format json)")
