@@ -46,7 +46,7 @@ def _tables(company: str = "01", schema: str | None = None) -> tuple[Table, Tabl
 def _rows(engine: Engine, table: Table) -> list[Row]:
     with engine.connect() as conn:
         result = conn.execute(select(table).order_by(table.c.R_E_C_N_O_))
-        return [dict(r._mapping) for r in result]
+        return [{c.key: r._mapping[c] for c in table.columns} for r in result]
 
 
 def _read(url: str, company: str = "01", schema: str | None = None) -> tuple[list[Row], list[Row]]:
@@ -186,8 +186,8 @@ def test_other_company_writes_its_own_tables(tmp_path: Path) -> None:
     with engine.connect() as conn:
         names = {r[0] for r in conn.execute(text("select name from sqlite_master"))}
     engine.dispose()
-    assert {"SA1990", "SE1990"} <= names
-    assert "SE1010" not in names
+    assert {"sa1990", "se1990"} <= names
+    assert "se1010" not in names
 
 
 # --- Protheus storage conventions ---------------------------------------------------------------
@@ -208,12 +208,12 @@ def test_every_char_value_has_its_declared_width(demo: tuple[list[Row], list[Row
         assert char_columns
         for row in rows:
             for column in char_columns:
-                value = row[column.name]
-                if column.name == "E1_BAIXA" and value == "":
+                value = row[column.key]
+                if column.key == "E1_BAIXA" and value == "":
                     empty_baixa += 1  # the other blank-date representation, on purpose
                     continue
                 assert isinstance(value, str)
-                assert len(value) == column.type.length, (column.name, row["R_E_C_N_O_"])
+                assert len(value) == column.type.length, (column.key, row["R_E_C_N_O_"])
     assert 1 <= empty_baixa <= 2
 
 
@@ -459,9 +459,7 @@ def test_two_thousand_customers_quickly(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_postgresql_in_its_own_schema() -> None:
     url = make_url(
-        os.environ.get(
-            "COBRANCA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        )
+        os.environ.get("COBRANCA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     )
     engine = create_engine(url)
     try:

@@ -83,10 +83,10 @@ COMPANY_SUFFIXES = ("Ltda", "Ltda", "Ltda", "ME", "Ltda - ME", "EIRELI", "EPP", 
 MAILBOXES = ("financeiro", "financeiro", "cobranca", "contasapagar", "contato", "adm", "fiscal")
 INVALID_EMAILS = (
     "nao tem",
-    "contato@@{slug}.example.com.br",
+    "contato@@{slug}.example",
     "financeiro@",
     "ver com {first}",
-    "financeiro.{slug}.example.com.br",
+    "financeiro.{slug}.example",
 )
 
 # (city, state, CEP prefix range, districts)
@@ -310,7 +310,7 @@ class _Generator:
             short_name = _fit(20, f"{first} {surname}", surname)
             domain_slug = "webmail"
             local = f"{_slug(first)}.{_slug(surname)}{rng.randint(1, 99)}"
-            single = f"{local}@{domain_slug}.example.com.br"
+            single = f"{local}@{domain_slug}.example"
             tax_root = self._cpf_base()
         else:
             business = rng.choice(BUSINESSES)
@@ -329,7 +329,7 @@ class _Generator:
             trade = saint if pattern == 3 else surname
             short_name = _fit(20, f"{business} {trade}", trade)
             domain_slug = _slug(f"{business} {trade}")
-            single = f"{rng.choice(MAILBOXES)}@{domain_slug}.example.com.br"
+            single = f"{rng.choice(MAILBOXES)}@{domain_slug}.example"
             tax_root = f"{rng.randint(1, 99_999_999):08d}"
         emails = self._emails(single, domain_slug, first)
         address = self._address()
@@ -344,7 +344,7 @@ class _Generator:
         risk = rng.choices(RISKS, RISK_WEIGHTS)[0]
         if code == HOSTILE_CODE:
             name, short_name = HOSTILE_NAME, HOSTILE_NAME[:17]
-            emails = "financeiro@bar-do-ze.example.com.br"
+            emails = "financeiro@bar-do-ze.example"
         if self._showcase(index):
             blocked = False
             if code != HOSTILE_CODE:
@@ -396,7 +396,7 @@ class _Generator:
         forced = store == "01" and self._role(customer.index) == ROLE_SA1_DELETED
         if forced or self.rng.random() < 0.02:
             # An older version of the same code/store, deleted when it was re-registered.
-            old_email = f"antigo@{_slug(customer.short_name) or 'cliente'}.example.com.br"
+            old_email = f"antigo@{_slug(customer.short_name) or 'cliente'}.example"
             self.sa1_recno += 1
             yield row | {
                 "A1_EMAIL": pad(old_email, 250),

@@ -8,6 +8,7 @@ dates are CHAR(8) YYYYMMDD or blank; money columns are often binary floats.
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table
@@ -24,43 +25,52 @@ DELETED = "*"
 
 
 def physical_name(alias: str, company: str) -> str:
-    """SE1 + company 01 → SE1010."""
-    return f"{alias}{company}0"
+    """SE1 + company 01 → se1010.
+
+    Names are declared in lower case, which SQLAlchemy renders unquoted: PostgreSQL then
+    finds DBAccess's lower-case tables, Oracle its upper-case ones, SQL Server either.
+    """
+    return f"{alias}{company}0".lower()
+
+
+def _column(name: str, *args: Any, **kwargs: Any) -> Column[Any]:
+    """A column named in lower case in SQL, reached by its Protheus name in Python."""
+    return Column(name.lower(), *args, key=name, **kwargs)
 
 
 def se1_table(metadata: MetaData, company: str, schema: str | None = None) -> Table:
     return Table(
         physical_name("SE1", company),
         metadata,
-        Column("E1_FILIAL", String(2), nullable=False),
-        Column("E1_PREFIXO", String(3), nullable=False),
-        Column("E1_NUM", String(9), nullable=False),
-        Column("E1_PARCELA", String(2), nullable=False),
-        Column("E1_TIPO", String(3), nullable=False),
-        Column("E1_CLIENTE", String(6), nullable=False),
-        Column("E1_LOJA", String(2), nullable=False),
-        Column("E1_NOMCLI", String(20), nullable=False),
-        Column("E1_EMISSAO", String(8), nullable=False),
-        Column("E1_VENCTO", String(8), nullable=False),
-        Column("E1_VENCREA", String(8), nullable=False),
-        Column("E1_BAIXA", String(8), nullable=False),
-        Column("E1_VALOR", Float, nullable=False),
-        Column("E1_SALDO", Float, nullable=False),
-        Column("E1_VALJUR", Float, nullable=False),
-        Column("E1_PORCJUR", Float, nullable=False),
-        Column("E1_MULTA", Float, nullable=False),
-        Column("E1_JUROS", Float, nullable=False),
-        Column("E1_SDACRES", Float, nullable=False),
-        Column("E1_SDDECRE", Float, nullable=False),
-        Column("E1_SITUACA", String(1), nullable=False),
-        Column("E1_PORTADO", String(3), nullable=False),
-        Column("E1_NUMBCO", String(15), nullable=False),
-        Column("E1_CODBAR", String(44), nullable=False),
-        Column("E1_CODDIG", String(48), nullable=False),
-        Column("E1_MOEDA", Integer, nullable=False),
-        Column("E1_HIST", String(40), nullable=False),
-        Column("D_E_L_E_T_", String(1), nullable=False),
-        Column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
+        _column("E1_FILIAL", String(2), nullable=False),
+        _column("E1_PREFIXO", String(3), nullable=False),
+        _column("E1_NUM", String(9), nullable=False),
+        _column("E1_PARCELA", String(2), nullable=False),
+        _column("E1_TIPO", String(3), nullable=False),
+        _column("E1_CLIENTE", String(6), nullable=False),
+        _column("E1_LOJA", String(2), nullable=False),
+        _column("E1_NOMCLI", String(20), nullable=False),
+        _column("E1_EMISSAO", String(8), nullable=False),
+        _column("E1_VENCTO", String(8), nullable=False),
+        _column("E1_VENCREA", String(8), nullable=False),
+        _column("E1_BAIXA", String(8), nullable=False),
+        _column("E1_VALOR", Float, nullable=False),
+        _column("E1_SALDO", Float, nullable=False),
+        _column("E1_VALJUR", Float, nullable=False),
+        _column("E1_PORCJUR", Float, nullable=False),
+        _column("E1_MULTA", Float, nullable=False),
+        _column("E1_JUROS", Float, nullable=False),
+        _column("E1_SDACRES", Float, nullable=False),
+        _column("E1_SDDECRE", Float, nullable=False),
+        _column("E1_SITUACA", String(1), nullable=False),
+        _column("E1_PORTADO", String(3), nullable=False),
+        _column("E1_NUMBCO", String(15), nullable=False),
+        _column("E1_CODBAR", String(44), nullable=False),
+        _column("E1_CODDIG", String(48), nullable=False),
+        _column("E1_MOEDA", Integer, nullable=False),
+        _column("E1_HIST", String(40), nullable=False),
+        _column("D_E_L_E_T_", String(1), nullable=False),
+        _column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
         schema=schema,
     )
 
@@ -69,28 +79,28 @@ def sa1_table(metadata: MetaData, company: str, schema: str | None = None) -> Ta
     return Table(
         physical_name("SA1", company),
         metadata,
-        Column("A1_FILIAL", String(2), nullable=False),
-        Column("A1_COD", String(6), nullable=False),
-        Column("A1_LOJA", String(2), nullable=False),
-        Column("A1_NOME", String(40), nullable=False),
-        Column("A1_NREDUZ", String(20), nullable=False),
-        Column("A1_PESSOA", String(1), nullable=False),
-        Column("A1_CGC", String(14), nullable=False),
-        Column("A1_EMAIL", String(250), nullable=False),
-        Column("A1_END", String(80), nullable=False),
-        Column("A1_BAIRRO", String(40), nullable=False),
-        Column("A1_MUN", String(60), nullable=False),
-        Column("A1_EST", String(2), nullable=False),
-        Column("A1_CEP", String(8), nullable=False),
-        Column("A1_ENDCOB", String(80), nullable=False),
-        Column("A1_BAIRROC", String(40), nullable=False),
-        Column("A1_MUNC", String(60), nullable=False),
-        Column("A1_ESTC", String(2), nullable=False),
-        Column("A1_CEPC", String(8), nullable=False),
-        Column("A1_MSBLQL", String(1), nullable=False),
-        Column("A1_RISCO", String(1), nullable=False),
-        Column("D_E_L_E_T_", String(1), nullable=False),
-        Column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
+        _column("A1_FILIAL", String(2), nullable=False),
+        _column("A1_COD", String(6), nullable=False),
+        _column("A1_LOJA", String(2), nullable=False),
+        _column("A1_NOME", String(40), nullable=False),
+        _column("A1_NREDUZ", String(20), nullable=False),
+        _column("A1_PESSOA", String(1), nullable=False),
+        _column("A1_CGC", String(14), nullable=False),
+        _column("A1_EMAIL", String(250), nullable=False),
+        _column("A1_END", String(80), nullable=False),
+        _column("A1_BAIRRO", String(40), nullable=False),
+        _column("A1_MUN", String(60), nullable=False),
+        _column("A1_EST", String(2), nullable=False),
+        _column("A1_CEP", String(8), nullable=False),
+        _column("A1_ENDCOB", String(80), nullable=False),
+        _column("A1_BAIRROC", String(40), nullable=False),
+        _column("A1_MUNC", String(60), nullable=False),
+        _column("A1_ESTC", String(2), nullable=False),
+        _column("A1_CEPC", String(8), nullable=False),
+        _column("A1_MSBLQL", String(1), nullable=False),
+        _column("A1_RISCO", String(1), nullable=False),
+        _column("D_E_L_E_T_", String(1), nullable=False),
+        _column("R_E_C_N_O_", Integer, primary_key=True, autoincrement=False),
         schema=schema,
     )
 

@@ -98,8 +98,9 @@ class ProtheusSource:
             a.A1_MUN, a.A1_EST, a.A1_CEP, a.A1_ENDCOB, a.A1_BAIRROC, a.A1_MUNC, a.A1_ESTC,
             a.A1_CEPC, a.A1_MSBLQL,
         ]  # fmt: skip
+        labelled = [column.label(column.key) for column in columns]
         return (
-            select(*columns, self._abatement_sum().label("abatements"))
+            select(*labelled, self._abatement_sum().label("abatements"))
             .select_from(se1.join(sa1, join_on))
             .where(*self._conditions(selection, as_of, customers))
             .order_by(
