@@ -216,16 +216,12 @@ class Delivery(Model):
     from_address: str = Field(description="Sender address of every letter.")
     from_name: str = Field("", description="Sender display name.")
     reply_to: str | None = Field(None, description="Where customers' replies go.")
-    smtp: Smtp | None = None
-    outbox: Outbox
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_outbox(cls, data: Any) -> Any:
-        # A default built here (not a shared instance) so its path resolves like a written one.
-        if isinstance(data, dict) and "outbox" not in data:
-            return {**data, "outbox": {}}
-        return data
+    smtp: Smtp | None = Field(None, description="SMTP server settings (transport smtp).")
+    # Defaults are validated like written values, so their relative paths resolve the same way.
+    outbox: Outbox = Field(
+        default_factory=dict,  # type: ignore[arg-type]
+        description="Outbox settings (transport outbox).",
+    )
 
     @field_validator("from_address", "reply_to")
     @classmethod
@@ -251,15 +247,15 @@ class Delivery(Model):
 class Creditor(Model):
     """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
 
-    name: str
-    tax_id: str = Field(description="CNPJ, digits (or letters and digits) only.")
-    address: str
-    city: str
-    state: str
-    zip_code: str = ""
-    phone: str = ""
-    email: str = ""
-    website: str = ""
+    name: str = Field(description="Legal name (razão social).")
+    tax_id: str = Field(description="CNPJ; punctuation optional, alphanumeric CNPJs accepted.")
+    address: str = Field(description="Street address, number and district.")
+    city: str = Field(description="City; also the place in the letter's date line.")
+    state: str = Field(description="State (UF).")
+    zip_code: str = Field("", description="CEP.")
+    phone: str = Field("", description="Phone customers may call about the letter.")
+    email: str = Field("", description="E-mail customers may write to about the letter.")
+    website: str = Field("", description="Web site, if any.")
 
     @field_validator("tax_id")
     @classmethod
@@ -345,8 +341,8 @@ class Layout(Model):
     """One letter of the collection ladder: what it selects, when it runs, what it says."""
 
     name: str = Field(description="Short unique name (lower case, digits, - and _).")
-    description: str = ""
-    enabled: bool = True
+    description: str = Field("", description="Free text for people reading the config.")
+    enabled: bool = Field(True, description="false: the daemon does not schedule this layout.")
     schedule: str = Field(
         description="Cron expression (minute hour day month weekday) in the configured time "
         "zone; weekdays 0/7 = Sunday or names (mon-fri)."
@@ -370,21 +366,14 @@ class Config(Model):
     timezone: str = Field("America/Sao_Paulo", description="Time zone of schedules and dates.")
     templates_dir: Path = Field(Path("../templates"), description="Folder of the letter templates.")
     source: Source
-    history: History
-    delivery: Delivery
+    history: History = Field(default_factory=dict)  # type: ignore[arg-type]
+    delivery: Delivery = Field(description="How letters leave: sender, transport and settings.")
     creditor: Creditor
     layouts: tuple[Layout, ...] = Field(min_length=1)
 
     _path: Path | None = PrivateAttr(None)
     _digest: str = PrivateAttr("")
     _document: YamlDocument | None = PrivateAttr(None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_history(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "history" not in data:
-            return {**data, "history": {}}
-        return data
 
     @field_validator("templates_dir")
     @classmethod

@@ -1,0 +1,30 @@
+# Everything a fresh machine needs comes from here and pyproject.toml.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG := config/cobranca.yaml
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: build the demo Protheus database and run every layout once (letters in var/outbox)
+demo: $(STAMP)
+	$(BIN)/cobranca demo-db --config $(CONFIG)
+	$(BIN)/cobranca run --config $(CONFIG)
+	@echo "letters written to var/outbox/ ; history in var/history.db"
+
+## demo-reset: forget the demo's history and letters (the next `make demo` sends again)
+demo-reset:
+	rm -rf var/
+
+## test: lint and the whole test suite (PostgreSQL tests need 127.0.0.1:5432)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check daemon tests
+	$(BIN)/pytest
+
+.PHONY: demo demo-reset test

@@ -1,0 +1,122 @@
+"""The real APScheduler fires each layout at its cron time; the clock is moved, not waited for."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import time_machine
+from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
+
+from cobranca.history import HistoryStore
+from cobranca.scheduler import Daemon
+from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
+
+SP = ZoneInfo("America/Sao_Paulo")
+
+
+def test_layout_fires_at_its_cron_time_and_sends(
+    demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    history_url = f"sqlite:///{tmp_path / 'h.db'}"
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=demo_sqlite, history_url=history_url, smtp=smtp_server),
+    )
+    executed: queue.Queue[JobExecutionEvent] = queue.Queue()
+    # Friday 2026-12-04, ten seconds before the 09:00 first notice.
+    with time_machine.travel(datetime(2026, 12, 4, 8, 59, 50, tzinfo=SP), tick=True) as clock:
+        daemon = Daemon(path)
+        daemon.scheduler.add_listener(executed.put, EVENT_JOB_EXECUTED)
+        daemon.start()
+        try:
+            jobs = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+            assert jobs["primeiro-aviso"] == datetime(2026, 12, 4, 9, 0, tzinfo=SP)
+            # 08:00 already passed today: the reminder's next run is Monday, not Saturday.
+            assert jobs["lembrete-vencimento"] == datetime(2026, 12, 7, 8, 0, tzinfo=SP)
+            assert executed.empty() and smtp_server.received == []
+
+            clock.move_to(datetime(2026, 12, 4, 9, 0, 1, tzinfo=SP))
+            daemon.scheduler.wakeup()
+            event = executed.get(timeout=30)
+            assert event.job_id == "primeiro-aviso"
+            next_run = daemon.scheduler.get_job("primeiro-aviso").next_run_time
+            assert next_run == datetime(2026, 12, 7, 9, 0, tzinfo=SP)  # skips the weekend
+        finally:
+            daemon.stop()
+
+    assert smtp_server.received
+    assert {m.message["X-Cobranca-Layout"] for m in smtp_server.received} == {"primeiro-aviso"}
+    history = HistoryStore(history_url)
+    runs = history.runs()
+    history.close()
+    assert [(r.layout, r.as_of, r.trigger, r.status) for r in runs] == [
+        ("primeiro-aviso", AS_OF, "scheduled", "finished")
+    ]
+    assert runs[0].sent == len(smtp_server.received)
+
+
+class DaemonProcess:
+    """`cobranca daemon` as a subprocess whose stderr lines can be awaited."""
+
+    def __init__(self, config: Path):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cobranca", "daemon", "--config", str(config)],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            self.seen.append(line)
+            if text in line:
+                return line
+
+
+def test_daemon_reloads_on_sighup_keeps_last_good_config_and_stops_on_sigterm(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    data = config_data(
+        source_url=demo_sqlite,
+        history_url=f"sqlite:///{tmp_path / 'h.db'}",
+        outbox=tmp_path / "outbox",
+    )
+    path = write_config(tmp_path / "c.yaml", data)
+    daemon = DaemonProcess(path)
+    try:
+        daemon.wait_for("daemon started")
+        path.write_text(path.read_text() + "\nunknown_key: 1\n")  # broken
+        daemon.process.send_signal(signal.SIGHUP)
+        line = daemon.wait_for("reload refused")
+        assert "keeping the previous config" in line
+        daemon.wait_for("unknown_key")  # the problem is named
+        data["layouts"] = data["layouts"][:1]
+        write_config(path, data)
+        daemon.process.send_signal(signal.SIGHUP)
+        assert "(1 layouts)" in daemon.wait_for("config reloaded")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=20) == 0
+        daemon.wait_for("daemon stopped")
+    finally:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
