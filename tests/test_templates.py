@@ -304,3 +304,15 @@ def test_missing_variable_raises_template_problem_with_file_and_line(tmp_path: P
     assert problem.line == 3
     assert "tiny.html.j2:3" in str(problem)
     assert "nickname" in str(problem)
+
+
+def test_autoescape_cannot_be_switched_off(tmp_path: Path) -> None:
+    (tmp_path / "x.html.j2").write_text(
+        "<p>ok</p>\n{% autoescape false %}{{ customer.name }}{% endautoescape %}\n"
+    )
+    (tmp_path / "x.txt.j2").write_text("{{ customer.name }}\n")
+    env = make_environment(tmp_path)
+    with pytest.raises(TemplateProblem) as problem:
+        load_templates(env, "x", "s")
+    assert "x.html.j2:2" in str(problem.value)
+    assert "autoescape" in str(problem.value)

@@ -188,7 +188,17 @@ class Smtp(Secret):
         description="starttls (port 587), tls (implicit TLS, port 465) or none (local relay only).",
     )
     username: str | None = Field(None, description="Login user; omit for a relay without login.")
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the CA that signed the server's certificate, for a server "
+        "with an internal CA; by default the system's trusted CAs verify it.",
+    )
     timeout_seconds: float = Field(30, gt=0, le=600, description="Timeout per SMTP command.")
+
+    @field_validator("ca_file")
+    @classmethod
+    def _resolve_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve(value, info) if value else None
 
     @model_validator(mode="after")
     def _login_needs_password(self) -> Smtp:

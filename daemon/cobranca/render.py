@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 from babel.dates import format_date as babel_format_date
 from babel.numbers import format_currency
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .models import PlannedLetter, RenderedLetter, Title
@@ -87,9 +88,25 @@ FILTERS = {
 }
 
 
+class LetterEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox, plus: no template may switch autoescaping off for ERP data."""
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for node in tree.find_all(nodes.EvalContextModifier):
+            if any(option.key == "autoescape" for option in node.options):
+                raise jinja2.TemplateSyntaxError(
+                    "{% autoescape %} blocks are not allowed: customer data is always escaped",
+                    node.lineno,
+                    name,
+                    filename,
+                )
+        return tree
+
+
 def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
     """The one Jinja2 environment every letter is rendered with."""
-    env = ImmutableSandboxedEnvironment(
+    env = LetterEnvironment(
         loader=jinja2.FileSystemLoader(str(templates_dir)),
         autoescape=jinja2.select_autoescape(
             enabled_extensions=("html", "html.j2"), default_for_string=False

@@ -92,16 +92,28 @@ class RunReport:
 
 
 class _LazyTransport:
-    """Connects on the first letter that needs it: a run with nothing to send opens nothing."""
+    """Connects on the first letter that needs it: a run with nothing to send opens nothing.
+
+    If the connection cannot be opened, the following letters are not tried against the same
+    dead server: each is recorded as failed with the connection's reason, to be retried by the
+    next run.
+    """
 
     def __init__(self, transport: Transport):
         self.transport = transport
         self.name = transport.name
         self._open = False
+        self._broken: DeliveryError | None = None
 
     def send(self, message: Any) -> Any:
+        if self._broken is not None:
+            raise DeliveryError(f"not attempted: {self._broken}")
         if not self._open:
-            self.transport.__enter__()
+            try:
+                self.transport.__enter__()
+            except DeliveryError as exc:
+                self._broken = exc
+                raise
             self._open = True
         return self.transport.send(message)
 

@@ -41,12 +41,16 @@ class SmtpTransport:
         password = settings.password()
         # A one-entry dict keeps yagmail from appending "@gmail.com" to a bare user name.
         user = settings.username or self.from_address
+        # Certificates are always verified (yagmail's default STARTTLS does not verify).
+        context = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None
+        )
         starttls: bool | dict[str, ssl.SSLContext] = False
         if settings.security == "starttls":
-            starttls = {"context": ssl.create_default_context()}
+            starttls = {"context": context}
         extra: dict[str, object] = {"timeout": settings.timeout_seconds}
         if settings.security == "tls":
-            extra["context"] = ssl.create_default_context()
+            extra["context"] = context
         try:
             client = yagmail.SMTP(
                 user={user: user},
