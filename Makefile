@@ -28,3 +28,9 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 .PHONY: demo demo-reset test
+
+## reference: rewrite the README's config reference from the schema
+reference: $(STAMP)
+	$(BIN)/python -c "import re, pathlib, subprocess; p = pathlib.Path('README.md'); ref = subprocess.run(['$(BIN)/cobranca', 'config', 'reference'], capture_output=True, text=True, check=True).stdout; s = p.read_text(); a = '<!-- config-reference:start -->\n'; b = '<!-- config-reference:end -->'; p.write_text(s[:s.index(a) + len(a)] + ref + s[s.index(b):])"
+
+.PHONY: reference

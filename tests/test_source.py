@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Float, Integer, MetaData, String, Table, create_engine, inspect, select
 
 from cobranca.config import Layout, Selection, Source
-from cobranca.models import CustomerTitles, Disposition, Title
+from cobranca.models import CustomerTitles, Disposition
 from cobranca.plan import SKIP_BELOW_MINIMUM, plan_letter
 from cobranca.protheus import sa1_table, se1_table
 from cobranca.source import ProtheusSource
@@ -66,9 +67,8 @@ def _full_rows(table: Table, rows: Sequence[Row]) -> list[Row]:
         unknown = set(row) - set(table.c.keys())
         assert not unknown, f"not a column of {table.name}: {unknown}"
         record = {column.key: _blank(column) for column in table.columns}
+        record["R_E_C_N_O_"] = next(recnos)
         record.update({key: _stored(table.c[key], value) for key, value in row.items()})
-        record.setdefault("R_E_C_N_O_", next(recnos))
-        record["R_E_C_N_O_"] = row.get("R_E_C_N_O_", record["R_E_C_N_O_"])
         full.append(record)
     return full
 
@@ -170,9 +170,7 @@ def numbers(groups: Sequence[CustomerTitles]) -> list[str]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def make_db(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[MakeDb]:
+def make_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeDb]:
     """make_db(se1=[...], sa1=[...]) → URL of a fresh database holding those rows."""
     files = count(1)
 
@@ -428,6 +426,7 @@ def test_garbage_issue_date_rejects_only_that_titulo(make_db: MakeDb) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: a rejected título's reason does not name the bad field (E1_EMISSAO); "
     "title_from_row passes parse_date's message through without the column name",
 )
@@ -460,9 +459,7 @@ def test_rejection_reason_names_the_bad_field(make_db: MakeDb) -> None:
 def test_selection_window_is_inclusive_at_both_ends(
     make_db: MakeDb, window: dict[str, Any], offsets: list[int], selected: list[int]
 ) -> None:
-    rows = [
-        tit(E1_NUM=str(i), E1_VENCTO=due(d), E1_VENCREA=due(d)) for i, d in enumerate(offsets)
-    ]
+    rows = [tit(E1_NUM=str(i), E1_VENCTO=due(d), E1_VENCREA=due(d)) for i, d in enumerate(offsets)]
     url = make_db(se1=rows, sa1=[cli()])
     groups = read(url, sel(days=window))
     got = [t.days_from_due for g in groups for t in g.titles]
@@ -504,7 +501,11 @@ def test_days_late_as_protheus_counts(
 )
 def test_very_wide_window_does_not_crash(make_db: MakeDb) -> None:
     url = make_db(se1=[tit(E1_NUM="1", E1_VENCREA=due(1000))], sa1=[cli()])
-    groups = read(url, sel(days={"min": 1, "max": 1_000_000}))
+    try:
+        selection = sel(days={"min": 1, "max": 1_000_000})
+    except ValidationError:
+        return  # refusing such a window in the config is a fix too
+    groups = read(url, selection)
     assert numbers(groups) == ["1"]
 
 
@@ -580,9 +581,7 @@ def test_situations_filter(
     make_db: MakeDb, situations: list[str] | None, expected: set[str]
 ) -> None:
     codes = ["0", "1", "2", "5", "6", "F", "G", "H"]
-    url = make_db(
-        se1=[tit(E1_NUM=str(i), E1_SITUACA=s) for i, s in enumerate(codes)], sa1=[cli()]
-    )
+    url = make_db(se1=[tit(E1_NUM=str(i), E1_SITUACA=s) for i, s in enumerate(codes)], sa1=[cli()])
     selection = sel() if situations is None else sel(situations=situations)
     assert {t.situation for g in read(url, selection) for t in g.titles} == expected
 
@@ -622,9 +621,7 @@ def test_customers_filter(
 
 
 def test_customers_argument_narrows_on_top_of_the_selection(four_customers: str) -> None:
-    assert [g.customer.key for g in read(four_customers, customers=["000001/02"])] == [
-        "000001/02"
-    ]
+    assert [g.customer.key for g in read(four_customers, customers=["000001/02"])] == ["000001/02"]
     assert [g.customer.key for g in read(four_customers, customers=["000002", "000003"])] == [
         "000002/01",
         "000003/01",
@@ -712,14 +709,16 @@ def test_min_balance_in_sql_on_gross_and_in_plan_on_net(make_db: MakeDb) -> None
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="BUG: the SQL prefilter E1_SALDO >= float(min_balance) drops a float saldo that "
     "rounds to the minimum (150.00 - 16.67 = 133.32999999999998 < 133.33)",
 )
 def test_min_balance_prefilter_keeps_a_float_saldo_worth_the_minimum(make_db: MakeDb) -> None:
-    url = make_db(se1=[tit(E1_SALDO=150.0 - 16.67)], sa1=[cli()])
+    url = make_db(se1=[tit(E1_NUM="1", E1_SALDO=150.0 - 16.67)], sa1=[cli()])
     selection = Selection.model_validate({"days": {"min": 1, "max": 15}, "min_balance": "133.33"})
-    ((title,),) = [g.titles for g in read(url, selection)]
-    assert title.balance == Decimal("133.33")
+    groups = read(url, selection)
+    assert numbers(groups) == ["1"]
+    assert groups[0].titles[0].balance == Decimal("133.33")
 
 
 # --- customer and address -------------------------------------------------------------------
@@ -864,6 +863,8 @@ def test_groups_stream_before_the_result_is_consumed(tmp_path: Path) -> None:
     config = Source.model_validate({"url": url, "fetch_size": 10})
     source = ProtheusSource(config, engine=engine)
     try:
+        with engine.connect():  # the dialect's first-connect queries are not ours to count
+            pass
         _CountingCursor.rows = 0
         stream = source.customers_titles(sel(), AS_OF)
         first = next(stream)

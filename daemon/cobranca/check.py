@@ -55,5 +55,6 @@ def check_templates(config: Config, today: date) -> list[str]:
                 where = config.where(("layouts", index, "subject"))
                 problems.append(f"{where}: layouts[{index}].subject: {exc.message}")
             else:
-                problems.append(f"{exc} (layout {layout.name})")
+                where = config.where(("layouts", index, "template"))
+                problems.append(f"{exc} (layout {layout.name}, template set at {where})")
     return problems

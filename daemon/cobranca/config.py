@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -30,6 +31,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from .cron import CronError, parse_cron
+from .taxid import valid_cnpj
 from .yamlfile import YamlDocument, YamlError, load_yaml
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/cobranca/cobranca.yaml"), Path("config/cobranca.yaml"))
@@ -114,8 +116,12 @@ class Database(Secret):
     def _check_url(cls, value: str, info: ValidationInfo) -> str:
         try:
             url = make_url(value)
-        except ArgumentError as exc:
-            raise ValueError(f"not a database URL: {exc}") from None
+        except (ArgumentError, ValueError):
+            # The driver's message may quote the URL, password included: say it in our words.
+            raise ValueError(
+                "not a database URL of the form dialect+driver://user@host:port/database "
+                "(is the port a number?)"
+            ) from None
         if url.password:
             raise ValueError(
                 "the URL contains a password; remove it and use password_env or password_file"
@@ -155,17 +161,17 @@ class Source(Database):
     table_schema: str | None = Field(
         None, description="Database schema of the Protheus tables (e.g. dbo), if not the default."
     )
-    customers_shared: bool = Field(
+    customers_shared: StrictBool = Field(
         True,
         description="SA1 is shared between branches (blank A1_FILIAL). Set false when SA1 is "
         "exclusive, so each título's customer is read from its own branch.",
     )
     fetch_size: int = Field(1000, ge=10, le=100_000, description="Rows fetched per round trip.")
 
-    @field_validator("company")
+    @field_validator("company", mode="before")
     @classmethod
-    def _company(cls, value: str) -> str:
-        if not re.fullmatch(r"[0-9A-Za-z]{2}", value):
+    def _company(cls, value: Any) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"[0-9A-Za-z]{2}", value):
             raise ValueError("company is two letters or digits, e.g. '01' (quote it)")
         return value
 
@@ -273,6 +279,8 @@ class Creditor(Model):
         cleaned = re.sub(r"[./-]", "", value).upper()
         if not re.fullmatch(r"[0-9A-Z]{12}[0-9]{2}", cleaned):
             raise ValueError("CNPJ must have 14 characters (punctuation is ignored)")
+        if not valid_cnpj(cleaned):
+            raise ValueError(f"CNPJ {value} has wrong check digits: check for a mistyped digit")
         return cleaned
 
 
@@ -332,7 +340,7 @@ class Selection(Model):
         "situations should stay out of friendly letters.",
     )
     customers: CustomerFilter = Field(CustomerFilter(), description="Customers to include/exclude.")
-    skip_blocked: bool = Field(True, description="Leave out blocked customers (A1_MSBLQL = 1).")
+    skip_blocked: StrictBool = Field(True, description="Leave out blocked customers (A1_MSBLQL = 1).")
 
     @field_validator("min_balance", mode="before")
     @classmethod
@@ -352,7 +360,7 @@ class Layout(Model):
 
     name: str = Field(description="Short unique name (lower case, digits, - and _).")
     description: str = Field("", description="Free text for people reading the config.")
-    enabled: bool = Field(True, description="false: the daemon does not schedule this layout.")
+    enabled: StrictBool = Field(True, description="false: the daemon does not schedule this layout.")
     schedule: str = Field(
         description="Cron expression (minute hour day month weekday) in the configured time "
         "zone; weekdays 0/7 = Sunday or names (mon-fri)."
@@ -448,11 +456,11 @@ def load_config(path: Path) -> Config:
     if not isinstance(document.data, dict):
         raise ConfigError([f"{path}: the file must be a mapping of keys (source:, layouts:, ...)"])
     context = {"base_dir": path.resolve().parent}
+    problems = list(_semantic_problems(document))
     try:
         config = Config.model_validate(document.data, context=context)
     except ValidationError as exc:
-        raise ConfigError(list(_describe(exc, document))) from exc
-    problems = list(_semantic_problems(config, document))
+        raise ConfigError([*_describe(exc, document), *problems]) from exc
     if problems:
         raise ConfigError(problems)
     config._path = path.resolve()
@@ -461,21 +469,51 @@ def load_config(path: Path) -> Config:
     return config
 
 
-def _semantic_problems(config: Config, document: YamlDocument) -> Iterator[str]:
-    """Checks that span fields: schedules in the configured zone, unique layout names."""
+def _semantic_problems(document: YamlDocument) -> Iterator[str]:
+    """Checks the schema cannot express (schedules in the zone, unique layout names).
+
+    They read the raw document, so they are reported together with schema errors instead of
+    appearing only once those are fixed.
+    """
+    data = document.data
+    try:
+        zone = ZoneInfo(str(data.get("timezone", "America/Sao_Paulo")))
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = ZoneInfo("America/Sao_Paulo")  # the bad zone itself is a schema error
+    layouts = data.get("layouts")
+    if not isinstance(layouts, list):
+        return
     seen: dict[str, int] = {}
-    for index, layout in enumerate(config.layouts):
-        if layout.name in seen:
-            yield (
-                f"{document.where(('layouts', index, 'name'))}: layouts[{index}].name: "
-                f"duplicate layout name {layout.name!r} (first is layouts[{seen[layout.name]}])"
-            )
-        seen.setdefault(layout.name, index)
-        try:
-            parse_cron(layout.schedule, config.zone)
-        except CronError as exc:
-            where = document.where(("layouts", index, "schedule"))
-            yield f"{where}: layouts[{index}].schedule: {exc}"
+    for index, layout in enumerate(layouts):
+        if not isinstance(layout, dict):
+            continue
+        name = layout.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                yield (
+                    f"{document.where(('layouts', index, 'name'))}: layouts[{index}].name: "
+                    f"duplicate layout name {name!r} (first is layouts[{seen[name]}])"
+                )
+            seen.setdefault(name, index)
+        schedule = layout.get("schedule")
+        if isinstance(schedule, str):
+            try:
+                parse_cron(schedule, zone)
+            except CronError as exc:
+                where = document.where(("layouts", index, "schedule"))
+                yield f"{where}: layouts[{index}].schedule: {exc}"
+
+
+_FRIENDLY = {
+    "missing": "required key is missing",
+    "int_parsing": "must be a whole number, e.g. 15",
+    "int_type": "must be a whole number, e.g. 15",
+    "int_from_float": "must be a whole number, e.g. 15",
+    "decimal_parsing": "write amounts with a dot and no thousands separator, e.g. 1234.50",
+    "decimal_type": "write amounts with a dot and no thousands separator, e.g. 1234.50",
+    "bool_type": "must be true or false",
+    "string_type": "must be text (put it in quotes)",
+}
 
 
 def _dotted(loc: tuple[str | int, ...]) -> str:
@@ -499,12 +537,22 @@ def _describe(exc: ValidationError, document: YamlDocument) -> Iterator[str]:
                 hint = f"; allowed keys here: {', '.join(allowed)}"
             yield f"{where}: {_dotted(loc)}: unknown key{hint}"
             continue
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            message = "required key is missing"
-        elif "input" in error and not isinstance(error["input"], dict | list):
-            message = f"{message} (got {error['input']!r})"
+        message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
+        shown = repr(_shown(error.get("input")))
+        if "input" in error and not isinstance(error["input"], dict | list):
+            if shown not in message:
+                message = f"{message} (got {shown})"
         yield f"{where}: {_dotted(loc)}: {message}"
+
+
+def _shown(value: Any) -> Any:
+    """A rejected value as it may be echoed: a URL loses its password first."""
+    if isinstance(value, str) and "://" in value:
+        try:
+            return make_url(value).render_as_string(hide_password=True)
+        except (ArgumentError, ValueError):
+            return "(a URL that could not be parsed)"
+    return value
 
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:

@@ -8,8 +8,8 @@ dates are CHAR(8) YYYYMMDD or blank; money columns are often binary floats.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table
 

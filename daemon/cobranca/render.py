@@ -238,9 +238,18 @@ def _load(env: ImmutableSandboxedEnvironment, name: str) -> jinja2.Template:
 def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     try:
         return template.render(context)
+    except jinja2.UndefinedError as exc:
+        filename, line = _template_position(exc.__traceback__, template)
+        hint = "check the spelling; docs/templates.md lists the variables a letter has"
+        raise TemplateProblem(f"undefined variable: {exc} ({hint})", filename, line) from exc
     except jinja2.TemplateError as exc:
         filename, line = _template_position(exc.__traceback__, template)
         raise TemplateProblem(f"{type(exc).__name__}: {exc}", filename, line) from exc
+    except RecursionError as exc:
+        filename, line = _template_position(exc.__traceback__, template)
+        raise TemplateProblem(
+            "a macro or include calls itself without end", filename, line
+        ) from None
     except (TypeError, ValueError, ArithmeticError) as exc:
         filename, line = _template_position(exc.__traceback__, template)
         raise TemplateProblem(f"{type(exc).__name__}: {exc}", filename, line) from exc
