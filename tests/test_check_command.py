@@ -212,7 +212,7 @@ def test_check_missing_template_names_file_and_layout(
     assert named in problem
     assert "template file not found" in problem
     assert str(site.parent / "templates") in problem  # where it looked
-    assert "(layout segundo-aviso)" in problem
+    assert "(layout segundo-aviso, template set at " in problem
 
 
 def test_check_missing_templates_dir(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -234,7 +234,7 @@ def test_check_unclosed_if_names_file_and_line(
     (problem,) = problem_lines(err)
     assert f"primeiro-aviso.html.j2:{line}: syntax error" in problem
     assert "endif" in problem
-    assert "(layout primeiro-aviso)" in problem
+    assert "(layout primeiro-aviso, template set at " in problem
 
 
 def test_check_syntax_error_at_known_line(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -245,7 +245,7 @@ def test_check_syntax_error_at_known_line(site: Path, capsys: pytest.CaptureFixt
     assert f"{site.parent / 'templates' / 'primeiro-aviso.html.j2'}:" in problem
     assert "primeiro-aviso.html.j2:" in problem and "syntax error" in problem
     assert "endfor" in problem
-    assert "(layout primeiro-aviso)" in problem
+    assert "(layout primeiro-aviso, template set at " in problem
 
 
 def test_check_undefined_variable_names_file_and_line(
@@ -257,7 +257,7 @@ def test_check_undefined_variable_names_file_and_line(
     (problem,) = problem_lines(err)
     assert "primeiro-aviso.html.j2:4:" in problem
     assert "nome" in problem
-    assert "(layout primeiro-aviso)" in problem
+    assert "(layout primeiro-aviso, template set at " in problem
 
 
 def test_check_undefined_variable_in_plain_text_version(
@@ -269,7 +269,7 @@ def test_check_undefined_variable_in_plain_text_version(
     (problem,) = problem_lines(err)
     assert "segundo-aviso.txt.j2:4:" in problem
     assert "vencimento" in problem
-    assert "(layout segundo-aviso)" in problem
+    assert "(layout segundo-aviso, template set at " in problem
 
 
 def test_check_error_in_a_textos_file_names_that_file(
@@ -282,7 +282,7 @@ def test_check_error_in_a_textos_file_names_that_file(
     problems = problem_lines(err)
     assert problems
     assert all(f"textos/primeiro-aviso.j2:{line}:" in p for p in problems), problems
-    assert all("(layout primeiro-aviso)" in p for p in problems)
+    assert all("(layout primeiro-aviso, template set at " in p for p in problems)
 
 
 def test_check_syntax_error_in_a_textos_file_names_that_file(
@@ -294,7 +294,7 @@ def test_check_syntax_error_in_a_textos_file_names_that_file(
     assert code == 2
     (problem,) = problem_lines(err)
     assert f"textos/segundo-aviso.j2:{line}:" in problem
-    assert "(layout segundo-aviso)" in problem
+    assert "(layout segundo-aviso, template set at " in problem
 
 
 @pytest.mark.parametrize(
@@ -393,7 +393,7 @@ def test_check_reports_every_broken_layout(site: Path, capsys: pytest.CaptureFix
     assert code == 2
     problems = problem_lines(err)
     assert len(problems) == 2, problems
-    assert "(layout primeiro-aviso)" in problems[0]
+    assert "(layout primeiro-aviso, template set at " in problems[0]
     assert problems[1].startswith(f"{site}:{SUBJECT_LINE}:")
 
 

@@ -99,8 +99,7 @@ def assert_delivered(source_url: str, history_url: str, smtp: SmtpServer, tmp_pa
 
     history = HistoryStore(config.history.engine_url())
     letters = {
-        f"{r.customer_code}/{r.customer_store}": r
-        for r in history.letters(layout="primeiro-aviso")
+        f"{r.customer_code}/{r.customer_store}": r for r in history.letters(layout="primeiro-aviso")
     }
     history.close()
     assert set(letters) == set(expected)

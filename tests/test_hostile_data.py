@@ -34,9 +34,7 @@ def test_hostile_customer_name_is_escaped_and_injects_nothing(
     )
     report = run_layouts(load_config(path), as_of=AS_OF)
     assert report.ok, report.as_dict()
-    hostile = [
-        m for m in smtp_server.received if "bar-do-ze" in str(m.message["To"])
-    ]
+    hostile = [m for m in smtp_server.received if "bar-do-ze" in str(m.message["To"])]
     assert len(hostile) == 1, f"customer {HOSTILE_CODE} must get exactly one letter"
     mail = hostile[0]
     message = mail.message
@@ -51,7 +49,7 @@ def test_hostile_customer_name_is_escaped_and_injects_nothing(
     plain = message.get_body(("plain",)).get_content()
     assert '<b>Bar & "Zé"</b>' in plain
     # Every other header came from us, not from the customer's name.
-    names = {name.lower() for name in message.keys()}
+    names = {name.lower() for name in message}
     assert names <= {
         "from", "to", "reply-to", "subject", "date", "message-id", "auto-submitted",
         "x-cobranca-layout", "mime-version", "content-type", "x-peer", "x-mailfrom",

@@ -37,8 +37,10 @@ class TlsHandler(RecordingHandler):
 
 
 def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
-    ok = isinstance(data, LoginPassword) and data.login == USER.encode() and (
-        data.password == PASSWORD.encode()
+    ok = (
+        isinstance(data, LoginPassword)
+        and data.login == USER.encode()
+        and (data.password == PASSWORD.encode())
     )
     # handled=False on failure, or the client waits for its timeout (shared/libraries.md).
     return AuthResult(success=True) if ok else AuthResult(success=False, handled=False)
@@ -107,9 +109,7 @@ def implicit_tls_server(certificate_authority: tuple[trustme.CA, Path]) -> Itera
         controller.stop()
 
 
-def _config(
-    tmp_path: Path, source: str, server: TlsServer, *, security: str, trust: bool
-) -> Path:
+def _config(tmp_path: Path, source: str, server: TlsServer, *, security: str, trust: bool) -> Path:
     data = config_data(
         source_url=source, history_url=f"sqlite:///{tmp_path / 'h.db'}", layouts=LAYOUTS[1:]
     )

@@ -424,12 +424,6 @@ def test_garbage_issue_date_rejects_only_that_titulo(make_db: MakeDb) -> None:
     assert groups["000002/01"].rejected == ()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a rejected título's reason does not name the bad field (E1_EMISSAO); "
-    "title_from_row passes parse_date's message through without the column name",
-)
 def test_rejection_reason_names_the_bad_field(make_db: MakeDb) -> None:
     url = make_db(
         se1=[tit(E1_NUM="1", E1_EMISSAO="2025133 "), tit(E1_NUM="2", E1_VENCTO="20261399")],
@@ -493,12 +487,6 @@ def test_days_late_as_protheus_counts(
     assert title.overdue is (days_from_due > 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="BUG: a wide window (days.max 1000000, accepted by config) overflows the date "
-    "arithmetic in ProtheusSource._conditions instead of meaning 'no limit'",
-)
 def test_very_wide_window_does_not_crash(make_db: MakeDb) -> None:
     url = make_db(se1=[tit(E1_NUM="1", E1_VENCREA=due(1000))], sa1=[cli()])
     try:
@@ -707,12 +695,6 @@ def test_min_balance_in_sql_on_gross_and_in_plan_on_net(make_db: MakeDb) -> None
     assert two.reason == SKIP_BELOW_MINIMUM
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: the SQL prefilter E1_SALDO >= float(min_balance) drops a float saldo that "
-    "rounds to the minimum (150.00 - 16.67 = 133.32999999999998 < 133.33)",
-)
 def test_min_balance_prefilter_keeps_a_float_saldo_worth_the_minimum(make_db: MakeDb) -> None:
     url = make_db(se1=[tit(E1_NUM="1", E1_SALDO=150.0 - 16.67)], sa1=[cli()])
     selection = Selection.model_validate({"days": {"min": 1, "max": 15}, "min_balance": "133.33"})

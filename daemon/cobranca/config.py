@@ -38,6 +38,7 @@ DEFAULT_CONFIG_PATHS = (Path("/etc/cobranca/cobranca.yaml"), Path("config/cobran
 CONFIG_ENV = "COBRANCA_CONFIG"
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MAX_DAYS = 36_500  # a century either way: wider windows are typos, and overflow dates
 
 
 class ConfigError(Exception):
@@ -286,9 +287,17 @@ class Creditor(Model):
 
 class DaysRange(Model):
     min: int | None = Field(
-        None, description="Fewest days after the real due date (negative: before due)."
+        None,
+        ge=-MAX_DAYS,
+        le=MAX_DAYS,
+        description="Fewest days after the real due date (negative: before due).",
     )
-    max: int | None = Field(None, description="Most days after the real due date; omit: no limit.")
+    max: int | None = Field(
+        None,
+        ge=-MAX_DAYS,
+        le=MAX_DAYS,
+        description="Most days after the real due date; omit: no limit.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> DaysRange:
@@ -340,7 +349,9 @@ class Selection(Model):
         "situations should stay out of friendly letters.",
     )
     customers: CustomerFilter = Field(CustomerFilter(), description="Customers to include/exclude.")
-    skip_blocked: StrictBool = Field(True, description="Leave out blocked customers (A1_MSBLQL = 1).")
+    skip_blocked: StrictBool = Field(
+        True, description="Leave out blocked customers (A1_MSBLQL = 1)."
+    )
 
     @field_validator("min_balance", mode="before")
     @classmethod
@@ -360,7 +371,9 @@ class Layout(Model):
 
     name: str = Field(description="Short unique name (lower case, digits, - and _).")
     description: str = Field("", description="Free text for people reading the config.")
-    enabled: StrictBool = Field(True, description="false: the daemon does not schedule this layout.")
+    enabled: StrictBool = Field(
+        True, description="false: the daemon does not schedule this layout."
+    )
     schedule: str = Field(
         description="Cron expression (minute hour day month weekday) in the configured time "
         "zone; weekdays 0/7 = Sunday or names (mon-fri)."
@@ -539,9 +552,9 @@ def _describe(exc: ValidationError, document: YamlDocument) -> Iterator[str]:
             continue
         message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
         shown = repr(_shown(error.get("input")))
-        if "input" in error and not isinstance(error["input"], dict | list):
-            if shown not in message:
-                message = f"{message} (got {shown})"
+        echoable = "input" in error and not isinstance(error["input"], dict | list)
+        if echoable and shown not in message:
+            message = f"{message} (got {shown})"
         yield f"{where}: {_dotted(loc)}: {message}"
 
 

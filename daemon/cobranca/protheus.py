@@ -112,7 +112,10 @@ def parse_date(value: str | None) -> date | None:
     text = value.strip()
     if len(text) != 8 or not text.isdigit():
         raise ValueError(f"not a Protheus date (YYYYMMDD): {value!r}")
-    return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError as exc:
+        raise ValueError(f"not a valid date: {value!r} ({exc})") from None
 
 
 def format_date(value: date | None) -> str:

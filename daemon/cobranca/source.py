@@ -135,7 +135,9 @@ class ProtheusSource:
         conditions: list[ColumnElement[bool]] = [
             c.D_E_L_E_T_ != protheus.DELETED,
             c.E1_SALDO > 0,
-            c.E1_SALDO >= float(selection.min_balance),  # gross ≥ net: a safe prefilter
+            # Gross ≥ net, so this only prefilters; half a cent of slack keeps a float saldo
+            # such as 133.32999… that is worth R$ 133,33. The exact test is on the net balance.
+            c.E1_SALDO >= float(selection.min_balance) - 0.005,
             not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
             func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
             # Real due date within the layout's window; a blank date never matches.
@@ -207,12 +209,19 @@ def days_late(as_of: date, due: date | None, real_due: date) -> int:
     return (as_of - (due or real_due)).days
 
 
+def _date_field(row: Row[Any], name: str) -> date | None:
+    try:
+        return protheus.parse_date(getattr(row, name))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
 def title_from_row(row: Row[Any], as_of: date) -> Title:
     t = protheus.trimmed
-    real_due = protheus.parse_date(row.E1_VENCREA)
+    real_due = _date_field(row, "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
-    due = protheus.parse_date(row.E1_VENCTO)
+    due = _date_field(row, "E1_VENCTO")
     return Title(
         branch=t(row.E1_FILIAL),
         prefix=t(row.E1_PREFIXO),
@@ -221,7 +230,7 @@ def title_from_row(row: Row[Any], as_of: date) -> Title:
         type=t(row.E1_TIPO),
         customer_code=t(row.E1_CLIENTE),
         customer_store=t(row.E1_LOJA),
-        issue_date=protheus.parse_date(row.E1_EMISSAO),
+        issue_date=_date_field(row, "E1_EMISSAO"),
         due_date=due,
         real_due_date=real_due,
         value=protheus.to_money(row.E1_VALOR),
