@@ -485,3 +485,9 @@ def test_postgresql_in_its_own_schema() -> None:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
+
+
+def test_missing_sqlite_folder_is_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'protheus.db'}"
+    summary = write_demo_database(url, customers=2, seed=1, as_of=date(2026, 12, 4))
+    assert summary.titles > 0 and (tmp_path / "new" / "folder" / "protheus.db").exists()

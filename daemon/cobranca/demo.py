@@ -35,6 +35,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import MetaData, Table, create_engine
@@ -162,6 +163,9 @@ def write_demo_database(
     metadata = MetaData()
     se1 = se1_table(metadata, company, schema)
     sa1 = sa1_table(metadata, company, schema)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     try:
         metadata.drop_all(engine, tables=[se1, sa1])
