@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 ## demo: build the demo Protheus database and run every layout once (letters in var/outbox)
 demo: $(STAMP)
 	$(BIN)/cobranca demo-db --config $(CONFIG)
-	$(BIN)/cobranca run --config $(CONFIG)
+	$(BIN)/cobranca run --config $(CONFIG) --log-level WARNING
 	@echo "letters written to var/outbox/ ; history in var/history.db"
 
 ## demo-reset: forget the demo's history and letters (the next `make demo` sends again)
