@@ -1,0 +1,97 @@
+"""`cobranca run` and `cobranca demo-db` from the command line: output formats and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from cobranca.cli import main
+from conftest import AS_OF, SmtpServer, config_data, free_port, write_config
+
+
+def _config(tmp_path: Path, source: str, smtp: SmtpServer | None = None, port: int = 0) -> Path:
+    data = config_data(
+        source_url=source, history_url=f"sqlite:///{tmp_path / 'h.db'}", smtp=smtp,
+        outbox=tmp_path / "outbox",
+    )  # fmt: skip
+    if port:
+        data["delivery"]["transport"] = "smtp"
+        data["delivery"]["smtp"] = {"host": "127.0.0.1", "port": port, "security": "none",
+                                    "timeout_seconds": 5}  # fmt: skip
+    return write_config(tmp_path / "c.yaml", data)
+
+
+def test_run_json_summary_matches_what_was_delivered(
+    demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, demo_sqlite, smtp_server)
+    code = main(["run", "--config", str(path), "--as-of", AS_OF.isoformat(), "--format", "json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["ok"] is True
+    by_layout = {entry["layout"]: entry for entry in summary["layouts"]}
+    assert set(by_layout) == {"lembrete-vencimento", "primeiro-aviso"}
+    assert sum(e["sent"] for e in by_layout.values()) == len(smtp_server.received) > 0
+    assert all(e["as_of"] == AS_OF.isoformat() for e in by_layout.values())
+    assert by_layout["primeiro-aviso"]["prints"]  # the demo has customers without e-mail
+
+    code = main(["run", "primeiro-aviso", "--config", str(path), "--as-of", AS_OF.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "layout primeiro-aviso" in out and "lembrete-vencimento" not in out
+    assert "cadence: got this layout within its cadence" in out
+
+
+def test_run_exits_1_when_letters_fail_and_records_them(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, demo_sqlite, port=free_port())  # nothing listens there
+    code = main(["run", "primeiro-aviso", "--config", str(path), "--as-of", AS_OF.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "failed:" in out and "cannot connect to SMTP" in out
+    engine = create_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    with engine.connect() as connection:
+        statuses = dict(connection.execute(text(
+            "SELECT status, count(*) FROM cobranca_letters GROUP BY status"
+        )).all())  # fmt: skip
+    engine.dispose()
+    assert statuses.get("failed", 0) > 0 and "sent" not in statuses
+
+
+def test_run_exits_1_when_the_source_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, f"sqlite:///{tmp_path / 'absent.db'}")
+    code = main(["run", "--config", str(path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "does not exist" in out and "cobranca demo-db" in out
+
+
+def test_demo_db_command_is_deterministic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dumps = []
+    for name in ("a.db", "b.db"):
+        url = f"sqlite:///{tmp_path / name}"
+        argv = [
+            "demo-db",
+            "--url",
+            url,
+            "--customers",
+            "12",
+            "--seed",
+            "3",
+            "--as-of",
+            "2026-12-04",
+        ]
+        assert main(argv) == 0
+        assert "12 customers" in capsys.readouterr().out
+        engine = create_engine(url)
+        with engine.connect() as connection:
+            dumps.append(connection.execute(text("SELECT * FROM se1010 ORDER BY r_e_c_n_o_")).all())
+        engine.dispose()
+    assert dumps[0] == dumps[1] and len(dumps[0]) > 12
