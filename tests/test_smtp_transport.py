@@ -67,46 +67,31 @@ def _server_context(ca: trustme.CA) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture
-def starttls_server(certificate_authority: tuple[trustme.CA, Path]) -> Iterator[TlsServer]:
-    ca, ca_file = certificate_authority
+def _serve(ca: trustme.CA, ca_file: Path, **server_options: Any) -> Iterator[TlsServer]:
     handler = TlsHandler()
     port = free_port()
     controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        tls_context=_server_context(ca),
-        require_starttls=True,
-        auth_required=True,
-        authenticator=authenticator,
-    )
+        handler, hostname="127.0.0.1", port=port, auth_required=True,
+        authenticator=authenticator, **server_options,
+    )  # fmt: skip
     controller.start()
     try:
         yield TlsServer(port, handler, ca_file)
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def starttls_server(certificate_authority: tuple[trustme.CA, Path]) -> Iterator[TlsServer]:
+    ca, ca_file = certificate_authority
+    yield from _serve(ca, ca_file, tls_context=_server_context(ca), require_starttls=True)
 
 
 @pytest.fixture
 def implicit_tls_server(certificate_authority: tuple[trustme.CA, Path]) -> Iterator[TlsServer]:
     ca, ca_file = certificate_authority
-    handler = TlsHandler()
-    port = free_port()
-    controller = Controller(
-        handler,
-        hostname="127.0.0.1",
-        port=port,
-        ssl_context=_server_context(ca),
-        auth_required=True,
-        auth_require_tls=False,  # aiosmtpd only knows about STARTTLS; this socket is TLS already
-        authenticator=authenticator,
-    )
-    controller.start()
-    try:
-        yield TlsServer(port, handler, ca_file)
-    finally:
-        controller.stop()
+    # aiosmtpd only knows about STARTTLS; this socket is TLS from the first byte.
+    yield from _serve(ca, ca_file, ssl_context=_server_context(ca), auth_require_tls=False)
 
 
 def _config(tmp_path: Path, source: str, server: TlsServer, *, security: str, trust: bool) -> Path:

@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    # APScheduler narrates every job it adds; our own lines say what matters.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.root.level))
     try:
         return _dispatch(args)
     except ConfigError as exc:

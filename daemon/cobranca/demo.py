@@ -42,6 +42,7 @@ from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import URL, make_url
 
 from cobranca.protheus import DELETED, LIVE, format_date, sa1_table, se1_table
+from cobranca.taxid import cnpj_check_digits, cpf_check_digits
 
 __all__ = ["HOSTILE_CODE", "HOSTILE_NAME", "DemoSummary", "pad", "write_demo_database"]
 
@@ -197,26 +198,6 @@ def write_demo_database(
 
 
 # --- check digits -------------------------------------------------------------------------------
-
-
-def cpf_check_digits(base9: str) -> str:
-    """The two check digits of a CPF (mod 11, weights 10..2 then 11..2)."""
-    digits = [int(c) for c in base9]
-    for _ in range(2):
-        weights = range(len(digits) + 1, 1, -1)
-        total = sum(d * w for d, w in zip(digits, weights, strict=True))
-        digits.append(total * 10 % 11 % 10)
-    return f"{digits[-2]}{digits[-1]}"
-
-
-def cnpj_check_digits(base12: str) -> str:
-    """The two check digits of a CNPJ (mod 11, weights 2..9 cycling from the right)."""
-    digits = [int(c) for c in base12]
-    for _ in range(2):
-        weights = [2 + i % 8 for i in range(len(digits))][::-1]
-        remainder = sum(d * w for d, w in zip(digits, weights, strict=True)) % 11
-        digits.append(0 if remainder < 2 else 11 - remainder)
-    return f"{digits[-2]}{digits[-1]}"
 
 
 # --- generation ---------------------------------------------------------------------------------

@@ -141,11 +141,13 @@ def run_layouts(
     )
     stop = stop or threading.Event()
     results = [LayoutResult(layout=lay.name, as_of=as_of, dry_run=dry_run) for lay in layouts]
+    own_source = source is None
     try:
-        own_source = source is None
         source = source or ProtheusSource(config.source)
         history = HistoryStore(config.history.engine_url())
     except (SQLAlchemyError, ConfigError, SourceError, ImportError) as exc:
+        if own_source and source is not None:
+            source.close()
         message = _error_text(exc)
         log.error("run aborted before any letter: %s", message)
         for result in results:

@@ -21,7 +21,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .check import check_templates
 from .config import Config, ConfigError, load_config
-from .cron import parse_cron
+from .cron import describe_cron, parse_cron
 from .runner import RunReport, run_layouts
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class Daemon:
         self._schedule(self.config)
         self.scheduler.start()
         for job in self.scheduler.get_jobs():
-            log.info("layout %s: next run at %s", job.id, job.next_run_time)
+            schedule = describe_cron(self.config.layout(job.id).schedule)
+            log.info("layout %s: runs %s; next run at %s", job.id, schedule, job.next_run_time)
 
     def _schedule(self, config: Config) -> None:
         self.scheduler.remove_all_jobs()

@@ -9,26 +9,40 @@ from __future__ import annotations
 import re
 
 _CNPJ = re.compile(r"[0-9A-Z]{12}[0-9]{2}")
+_CPF = re.compile(r"[0-9]{11}")
 
 
-def _check_digit(values: list[int], weights: list[int]) -> int:
-    remainder = sum(v * w for v, w in zip(values, weights, strict=True)) % 11
-    return 0 if remainder < 2 else 11 - remainder
+def _mod11_digits(values: list[int], first_weight_cycle: int) -> str:
+    """Append two mod-11 check digits; weights run 2.. from the right, cycling after the max."""
+    values = list(values)
+    for _ in range(2):
+        weights = [2 + i % (first_weight_cycle - 1) for i in range(len(values))][::-1]
+        remainder = sum(v * w for v, w in zip(values, weights, strict=True)) % 11
+        values.append(0 if remainder < 2 else 11 - remainder)
+    return f"{values[-2]}{values[-1]}"
+
+
+def cnpj_check_digits(base12: str) -> str:
+    """The two check digits of a CNPJ (weights 2..9 cycling from the right)."""
+    return _mod11_digits([ord(c) - 48 for c in base12.upper()], 9)
+
+
+def cpf_check_digits(base9: str) -> str:
+    """The two check digits of a CPF (weights 2..10, then 2..11, from the right)."""
+    return _mod11_digits([int(c) for c in base9], 12)
 
 
 def valid_cnpj(text: str) -> bool:
-    if not _CNPJ.fullmatch(text) or len(set(text)) == 1:
-        return False
-    values = [ord(c) - 48 for c in text]
-    first = _check_digit(values[:12], [5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2])
-    second = _check_digit(values[:13], [6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2])
-    return values[12] == first and values[13] == second
+    return (
+        bool(_CNPJ.fullmatch(text))
+        and len(set(text)) > 1
+        and (cnpj_check_digits(text[:12]) == text[12:])
+    )
 
 
 def valid_cpf(text: str) -> bool:
-    if not re.fullmatch(r"[0-9]{11}", text) or len(set(text)) == 1:
-        return False
-    values = [int(c) for c in text]
-    first = _check_digit(values[:9], list(range(10, 1, -1)))
-    second = _check_digit(values[:10], list(range(11, 1, -1)))
-    return values[9] == first and values[10] == second
+    return (
+        bool(_CPF.fullmatch(text))
+        and len(set(text)) > 1
+        and (cpf_check_digits(text[:9]) == text[9:])
+    )
