@@ -95,3 +95,15 @@ def test_demo_db_command_is_deterministic(
             dumps.append(connection.execute(text("SELECT * FROM se1010 ORDER BY r_e_c_n_o_")).all())
         engine.dispose()
     assert dumps[0] == dumps[1] and len(dumps[0]) > 12
+
+
+def test_unwritable_outbox_fails_letters_with_the_reason(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "outbox"
+    blocker.write_text("a file where the outbox folder should be")
+    path = _config(tmp_path, demo_sqlite)
+    code = main(["run", "primeiro-aviso", "--config", str(path), "--as-of", AS_OF.isoformat()])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "cannot create outbox" in out

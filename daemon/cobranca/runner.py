@@ -131,7 +131,6 @@ def run_layouts(
     dry_run: bool = False,
     trigger: str = "manual",
     stop: threading.Event | None = None,
-    source: TitleSource | None = None,
 ) -> RunReport:
     """Run the named layouts (all enabled ones when none are named) once for ``as_of``."""
     layouts = (
@@ -141,12 +140,12 @@ def run_layouts(
     )
     stop = stop or threading.Event()
     results = [LayoutResult(layout=lay.name, as_of=as_of, dry_run=dry_run) for lay in layouts]
-    own_source = source is None
+    source: ProtheusSource | None = None
     try:
-        source = source or ProtheusSource(config.source)
+        source = ProtheusSource(config.source)
         history = HistoryStore(config.history.engine_url())
     except (SQLAlchemyError, ConfigError, SourceError, ImportError) as exc:
-        if own_source and source is not None:
+        if source is not None:
             source.close()
         message = _error_text(exc)
         log.error("run aborted before any letter: %s", message)
@@ -161,8 +160,7 @@ def run_layouts(
                 continue
             _run_layout(config, layout, result, env, source, history, trigger, stop)
     finally:
-        if own_source:
-            source.close()
+        source.close()
         history.close()
     return RunReport(results)
 
