@@ -156,6 +156,7 @@ def config_data(
         "from_address": "cobranca@credora.example.com.br",
         "from_name": "Financeiro Credora",
         "reply_to": "financeiro@credora.example.com.br",
+        "retry_backoff_seconds": 0,  # tests that need the backoff set their own clock
     }
     if smtp is not None:
         delivery["transport"] = "smtp"

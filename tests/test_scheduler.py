@@ -39,9 +39,13 @@ def test_layout_fires_at_its_cron_time_and_sends(
         try:
             jobs = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
             assert jobs["primeiro-aviso"] == datetime(2026, 12, 4, 9, 0, tzinfo=SP)
-            # 08:00 already passed today: the reminder's next run is Monday, not Saturday.
+            # 08:00 already passed today: the reminder's next run is Monday, not Saturday...
             assert jobs["lembrete-vencimento"] == datetime(2026, 12, 7, 8, 0, tzinfo=SP)
-            assert executed.empty() and smtp_server.received == []
+            # ...and today's 08:00 slot, missed while the daemon was down, is caught up now.
+            assert executed.get(timeout=30).job_id == "lembrete-vencimento:catch-up"
+            reminders = len(smtp_server.received)
+            assert reminders > 0
+            assert executed.empty()
 
             clock.move_to(datetime(2026, 12, 4, 9, 0, 1, tzinfo=SP))
             daemon.scheduler.wakeup()
@@ -52,15 +56,19 @@ def test_layout_fires_at_its_cron_time_and_sends(
         finally:
             daemon.stop()
 
-    assert smtp_server.received
-    assert {m.message["X-Cobranca-Layout"] for m in smtp_server.received} == {"primeiro-aviso"}
+    layouts = [m.message["X-Cobranca-Layout"] for m in smtp_server.received]
+    assert set(layouts[:reminders]) == {"lembrete-vencimento"}
+    assert set(layouts[reminders:]) == {"primeiro-aviso"}
     history = HistoryStore(history_url)
     runs = history.runs()
+    slots = [history.slot(name, AS_OF) for name in ("lembrete-vencimento", "primeiro-aviso")]
     history.close()
     assert [(r.layout, r.as_of, r.trigger, r.status) for r in runs] == [
-        ("primeiro-aviso", AS_OF, "scheduled", "finished")
+        ("lembrete-vencimento", AS_OF, "scheduled", "finished"),
+        ("primeiro-aviso", AS_OF, "scheduled", "finished"),
     ]
-    assert runs[0].sent == len(smtp_server.received)
+    assert [r.sent for r in runs] == [reminders, len(layouts) - reminders]
+    assert all(slot is not None and slot.status == "finished" for slot in slots)
 
 
 class DaemonProcess:

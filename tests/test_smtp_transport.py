@@ -156,7 +156,7 @@ def test_implicit_tls_login_delivers(
     assert set(implicit_tls_server.handler.sessions) == {(True, True)}
 
 
-def test_untrusted_certificate_is_refused_and_every_letter_recorded_failed(
+def test_untrusted_certificate_is_refused_and_letters_wait_for_the_next_run(
     demo_sqlite: str, starttls_server: TlsServer, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
@@ -166,13 +166,17 @@ def test_untrusted_certificate_is_refused_and_every_letter_recorded_failed(
     )
     report = run_layouts(config, as_of=AS_OF)
     result = report.results[0]
-    assert not report.ok and result.sent == 0 and result.failed > 0
+    assert not report.ok and result.sent == 0 and result.failed == 1
     assert starttls_server.handler.received == []
     assert "CERTIFICATE_VERIFY_FAILED" in result.failures[0][1]
+    assert "CERTIFICATE_VERIFY_FAILED" in result.error  # the layout stopped, saying why
     history = HistoryStore(config.history.engine_url())
-    statuses = {r.status for r in history.letters() if r.transport == "smtp"}
+    letters = [r for r in history.letters() if r.transport == "smtp"]
     history.close()
-    assert statuses == {"failed"}
+    assert [r.status for r in letters].count("failed_temporary") == 1
+    waiting = [r for r in letters if r.status == "planned"]
+    assert len(waiting) == len(letters) - 1 == result.left_planned
+    assert all("CERTIFICATE_VERIFY_FAILED" in r.reason for r in waiting)
 
 
 def test_wrong_password_fails_letters_and_never_shows_the_password(

@@ -392,7 +392,7 @@ def test_blank_issue_date_is_none(make_db: MakeDb, blank: str) -> None:
 @pytest.mark.parametrize(
     "window", [{"min": 1, "max": 15}, {"min": None, "max": None}, {"min": 1}], ids=str
 )
-def test_blank_real_due_date_is_never_selected(
+def test_blank_real_due_date_is_never_selected_but_reported(
     make_db: MakeDb, blank: str, window: dict[str, Any]
 ) -> None:
     url = make_db(
@@ -401,7 +401,8 @@ def test_blank_real_due_date_is_never_selected(
     )
     groups = read(url, sel(days=window))
     assert numbers(groups) == ["1"]
-    assert groups[0].rejected == ()
+    ((key, reason),) = groups[0].rejected
+    assert key.split("|")[2] == "2" and "E1_VENCREA" in reason and "blank" in reason
 
 
 def test_garbage_issue_date_rejects_only_that_titulo(make_db: MakeDb) -> None:
@@ -910,6 +911,9 @@ def test_combined_deletion_types_abatements_padding_dates(make_db: MakeDb) -> No
         2,
         4,
     )
-    assert [key for key, _ in one.rejected] == ["01|NF|7||NF|000001|01"]
+    assert sorted(key for key, _ in one.rejected) == [
+        "01|NF|6||NF|000001|01",  # blank real due date: reported, not sent
+        "01|NF|7||NF|000001|01",  # garbage issue date
+    ]
     assert groups[1].customer.name == "Nove"
     assert [t.number for t in groups[1].titles] == ["9"]

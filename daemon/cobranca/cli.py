@@ -7,8 +7,11 @@ Exit codes: 0 success; 1 a run finished with failed letters or a layout that cou
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import date, datetime
 
@@ -66,6 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("daemon", parents=[common], help="run the scheduler until stopped")
 
+    for name, what in (
+        ("resend", "send an ambiguous letter again now"),
+        ("mark-sent", "record that an ambiguous letter did arrive"),
+    ):
+        resolve = commands.add_parser(name, parents=[common], help=what)
+        resolve.add_argument("letter", type=int, metavar="LETTER_ID")
+        resolve.add_argument("--operator", default=None, help="who decides (default: $USER)")
+        resolve.add_argument("--note", default="", help="why (e.g. 'customer confirmed')")
+
+    letters = commands.add_parser("letters", parents=[common], help="list letters by status")
+    letters.add_argument("--status", default="ambiguous")
+    letters.add_argument("--layout")
+
     demo = commands.add_parser(
         "demo-db", parents=[common], help="write a Protheus-shaped demo database"
     )
@@ -98,9 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cobranca: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
     except SQLAlchemyError as exc:
-        from .runner import _error_text
+        from .runner import error_text
 
-        print(f"cobranca: database error: {_error_text(exc)}", file=sys.stderr)
+        print(f"cobranca: database error: {error_text(exc)}", file=sys.stderr)
         return EXIT_FAILURES
 
 
@@ -122,6 +138,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .scheduler import serve
 
         return serve(path)
+    if args.command in ("resend", "mark-sent"):
+        return _resolve(config, args)
+    if args.command == "letters":
+        return _letters(config, args)
     raise AssertionError(args.command)
 
 
@@ -152,11 +172,61 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     problems = check_templates(config, _today(config))
     if problems:
         raise ConfigError(problems)
-    report = run_layouts(
-        config, args.layouts, as_of=args.as_of or _today(config), dry_run=args.dry_run
-    )
+    stop = threading.Event()
+
+    def on_stop(signum: int, frame: object) -> None:
+        log.warning("received %s: finishing the letter in flight", signal.Signals(signum).name)
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, on_stop)
+    try:
+        report = run_layouts(
+            config, args.layouts, as_of=args.as_of or _today(config), dry_run=args.dry_run,
+            stop=stop,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(format_json(report) if args.format == "json" else format_text(report))
     return EXIT_OK if report.ok else EXIT_FAILURES
+
+
+def _resolve(config: Config, args: argparse.Namespace) -> int:
+    from .runner import resolve_ambiguous
+
+    operator = args.operator or getpass.getuser()
+    result = resolve_ambiguous(
+        config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
+    )
+    if args.command == "mark-sent":
+        print(f"letter {args.letter} recorded as sent by {operator}")
+        return EXIT_OK
+    if result.sent:
+        print(f"letter {args.letter} sent again")
+        return EXIT_OK
+    why = result.error or "; ".join(r for _, r in result.failures + result.ambiguities)
+    print(f"letter {args.letter} not sent: {why or 'see cobranca letters'}", file=sys.stderr)
+    return EXIT_FAILURES
+
+
+def _letters(config: Config, args: argparse.Namespace) -> int:
+    from .history import HistoryStore
+    from .models import LetterStatus
+
+    try:
+        status = LetterStatus(args.status)
+    except ValueError:
+        known = ", ".join(s.value for s in LetterStatus)
+        raise ConfigError([f"unknown status {args.status!r}; one of: {known}"]) from None
+    history = HistoryStore(config.history.engine_url())
+    try:
+        records = history.letters(layout=args.layout, status=status)
+    finally:
+        history.close()
+    for r in records:
+        print(f"{r.id:>8}  {r.as_of}  {r.layout:<24} {r.customer_code}/{r.customer_store:<4} "
+              f"{r.status:<16} {r.message_id}  {r.reason}")  # fmt: skip
+    print(f"{len(records)} letter(s) {status.value}")
+    return EXIT_OK
 
 
 def _demo_db(args: argparse.Namespace) -> int:

@@ -168,6 +168,18 @@ class Source(Database):
         "exclusive, so each título's customer is read from its own branch.",
     )
     fetch_size: int = Field(1000, ge=10, le=100_000, description="Rows fetched per round trip.")
+    collectible_types: tuple[str, ...] = Field(
+        ("NF", "DP", "BOL", "FT", "DUP", "CH", "NP", "RC", "CC", "CD", "FI", "NDC", "JR", "CTR"),
+        description="Título types (E1_TIPO) this installation collects; any other type is "
+        "skipped and reported, so a new type is noticed instead of silently mailed.",
+    )
+
+    @field_validator("collectible_types", mode="before")
+    @classmethod
+    def _types(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(str(v).strip() for v in value)
+        return value
 
     @field_validator("company", mode="before")
     @classmethod
@@ -234,6 +246,36 @@ class Delivery(Model):
     from_name: str = Field("", description="Sender display name.")
     reply_to: str | None = Field(None, description="Where customers' replies go.")
     smtp: Smtp | None = Field(None, description="SMTP server settings (transport smtp).")
+    retry_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Tries per letter within a run for a temporary failure "
+        "(SMTP 4xx, connection lost before the message data); then it waits for the next run.",
+    )
+    retry_backoff_seconds: float = Field(
+        2.0, ge=0, le=300, description="Wait before the 2nd try; doubled for each further try."
+    )
+    rate_per_minute: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="At most this many letters a minute (providers such as Microsoft 365 and "
+        "Gmail refuse bursts); omit: no limit.",
+    )
+    max_letters_per_run: int | None = Field(
+        None,
+        ge=1,
+        description="Stop a layout's run after this many letters; the rest stay "
+        "planned for the next run. Omit: no limit.",
+    )
+    claim_timeout_seconds: int = Field(
+        900,
+        ge=60,
+        description="A letter left 'sending' this long by a process on another "
+        "host is taken as interrupted (marked ambiguous). On the same host a dead process is "
+        "detected at once.",
+    )
     # Defaults are validated like written values, so their relative paths resolve the same way.
     outbox: Outbox = Field(
         default_factory=dict,  # type: ignore[arg-type]
@@ -259,6 +301,26 @@ class Delivery(Model):
         if self.transport == "smtp" and self.smtp is None:
             raise ValueError("transport is smtp: add an smtp section with at least host")
         return self
+
+
+class DaemonSettings(Model):
+    """How the scheduler catches up and retries."""
+
+    retry_minutes: int = Field(
+        15,
+        ge=1,
+        le=720,
+        description="After a run that could not reach a database, try again "
+        "this many minutes later.",
+    )
+    retry_limit: int = Field(
+        8, ge=0, le=100, description="Retries of one layout's scheduled run on the same day."
+    )
+    catch_up: StrictBool = Field(
+        True,
+        description="At start, run today's slot of a layout whose time has passed and "
+        "that has not run yet (once: days missed while down are not sent again).",
+    )
 
 
 class Creditor(Model):
@@ -400,6 +462,7 @@ class Config(Model):
     history: History = Field(default_factory=dict)  # type: ignore[arg-type]
     delivery: Delivery = Field(description="How letters leave: sender, transport and settings.")
     creditor: Creditor
+    daemon: DaemonSettings = Field(default_factory=dict)  # type: ignore[arg-type]
     layouts: tuple[Layout, ...] = Field(min_length=1)
 
     _path: Path | None = PrivateAttr(None)

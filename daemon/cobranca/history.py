@@ -1,21 +1,25 @@
-"""The history store: one row per run, per letter, and per título in a letter.
+"""The history store: runs, run slots, letters, their títulos, and every letter's state changes.
 
-Auditors read it and the plan trusts it (cadence), so a letter is *claimed* here, under a
-unique key enforced by the database, before anything is handed to a transport; its outcome is
-written right after. Money is stored exactly: NUMERIC where the database has it, text on SQLite.
+Auditors read it and the plan trusts it (cadence), so a letter is recorded here as *planned*,
+under a unique key enforced by the database (layout + customer + as-of date), before anything is
+handed to a transport; it moves to *sending* by an atomic compare-and-set that only one process
+can win, and its outcome is written right after. Money is stored exactly: NUMERIC where the
+database has it, text on SQLite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -26,6 +30,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    event,
     select,
     update,
 )
@@ -34,7 +39,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
-from .models import CADENCE_STATUSES, LetterStatus, PlannedLetter
+from .lease import holder_alive, this_worker
+from .models import CADENCE_STATUSES, LetterStatus, PlannedLetter, Title
 
 
 class Money(TypeDecorator[Decimal]):
@@ -89,6 +95,7 @@ class RunRecord(Base):
     layout: Mapped[str] = mapped_column(String(64), index=True)
     as_of: Mapped[date] = mapped_column(Date)
     trigger: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str] = mapped_column(String(255))
     config_digest: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(UtcDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -97,8 +104,26 @@ class RunRecord(Base):
     sent: Mapped[int] = mapped_column(Integer, default=0)
     print_needed: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
+    ambiguous: Mapped[int] = mapped_column(Integer, default=0)
+    left_planned: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     skip_reasons: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RunSlotRecord(Base):
+    """The scheduler's ledger: one scheduled run per layout and day, whoever runs it."""
+
+    __tablename__ = "cobranca_run_slots"
+    __table_args__ = (UniqueConstraint("layout", "as_of", name="uq_run_slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    layout: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    error: Mapped[str] = mapped_column(Text, default="")
 
 
 class LetterRecord(Base):
@@ -118,10 +143,16 @@ class LetterRecord(Base):
     recipients: Mapped[str] = mapped_column(Text)
     subject: Mapped[str] = mapped_column(Text)
     message_id: Mapped[str] = mapped_column(String(255))
+    titles_digest: Mapped[str] = mapped_column(String(64))
     transport: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    needs_print: Mapped[bool] = mapped_column(Boolean, default=False)
+    server_reply: Mapped[str] = mapped_column(Text, default="")
     total: Mapped[Decimal] = mapped_column(Money)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str] = mapped_column(String(255), default="")
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
@@ -137,12 +168,26 @@ class LetterTitleRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     letter_id: Mapped[int] = mapped_column(ForeignKey("cobranca_letters.id"), index=True)
     title_key: Mapped[str] = mapped_column(String(80), index=True)
+    recno: Mapped[int] = mapped_column(Integer)
     real_due_date: Mapped[date] = mapped_column(Date)
     days_late: Mapped[int] = mapped_column(Integer)
     value: Mapped[Decimal] = mapped_column(Money)
     balance: Mapped[Decimal] = mapped_column(Money)
 
     letter: Mapped[LetterRecord] = relationship(back_populates="titles")
+
+
+class LetterEventRecord(Base):
+    """Every state a letter went through, with why and who: the letter's own audit trail."""
+
+    __tablename__ = "cobranca_letter_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    letter_id: Mapped[int] = mapped_column(ForeignKey("cobranca_letters.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(255))
 
 
 @dataclass(frozen=True)
@@ -152,10 +197,28 @@ class LetterOutcome:
     status: LetterStatus
     reason: str = ""
     sent_at: datetime | None = None
+    server_reply: str = ""
+    needs_print: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimedLetter:
+    """A letter this process now holds for sending: what the deliver step needs to know."""
+
+    id: int
+    layout: str
+    as_of: date
+    customer_code: str
+    customer_store: str
+    message_id: str
+    recnos: tuple[int, ...]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+ACTIVE_SLOT = "running"
 
 
 class HistoryStore:
@@ -166,10 +229,14 @@ class HistoryStore:
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = engine or create_engine(url, pool_pre_ping=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # --- runs -------------------------------------------------------------------------------
 
     def start_run(self, layout: str, as_of: date, trigger: str, config_digest: str) -> int:
         with Session(self.engine) as session, session.begin():
@@ -177,6 +244,7 @@ class HistoryStore:
                 layout=layout,
                 as_of=as_of,
                 trigger=trigger,
+                worker=this_worker(),
                 config_digest=config_digest,
                 started_at=utcnow(),
                 status="running",
@@ -190,9 +258,7 @@ class HistoryStore:
         run_id: int,
         *,
         status: str,
-        sent: int,
-        print_needed: int,
-        failed: int,
+        counts: dict[str, int],
         skip_reasons: dict[str, int],
         error: str = "",
     ) -> None:
@@ -203,14 +269,88 @@ class HistoryStore:
                 .values(
                     status=status,
                     finished_at=utcnow(),
-                    sent=sent,
-                    print_needed=print_needed,
-                    failed=failed,
                     skipped=sum(skip_reasons.values()),
                     skip_reasons=json.dumps(skip_reasons, sort_keys=True),
                     error=error,
+                    **counts,
                 )
             )
+
+    # --- run slots (the scheduler's ledger) ---------------------------------------------------
+
+    def claim_slot(self, layout: str, as_of: date, *, stale_after: timedelta) -> bool:
+        """Take today's scheduled run of a layout; False when it ran or is running elsewhere.
+
+        A slot that failed, or whose holder died (or has been silent past ``stale_after``),
+        may be taken again: a run is retried, never lost, and never run twice at once.
+        """
+        now = utcnow()
+        try:
+            with Session(self.engine) as session, session.begin():
+                session.add(
+                    RunSlotRecord(
+                        layout=layout,
+                        as_of=as_of,
+                        status=ACTIVE_SLOT,
+                        attempts=1,
+                        holder=this_worker(),
+                        updated_at=now,
+                    )
+                )
+            return True
+        except IntegrityError:
+            pass
+        with Session(self.engine) as session, session.begin():
+            slot = session.scalars(
+                select(RunSlotRecord).where(
+                    RunSlotRecord.layout == layout, RunSlotRecord.as_of == as_of
+                )
+            ).one()
+            if slot.status == "finished":
+                return False
+            if slot.status == ACTIVE_SLOT and not _holder_gone(
+                slot.holder, slot.updated_at, stale_after
+            ):
+                return False
+            taken = session.execute(
+                update(RunSlotRecord)
+                .where(
+                    RunSlotRecord.id == slot.id,
+                    RunSlotRecord.status == slot.status,
+                    RunSlotRecord.holder == slot.holder,
+                    RunSlotRecord.attempts == slot.attempts,
+                )
+                .values(
+                    status=ACTIVE_SLOT,
+                    holder=this_worker(),
+                    updated_at=now,
+                    attempts=slot.attempts + 1,
+                    error="",
+                )
+            ).rowcount
+            return taken == 1
+
+    def finish_slot(self, layout: str, as_of: date, *, ok: bool, error: str = "") -> None:
+        with Session(self.engine) as session, session.begin():
+            session.execute(
+                update(RunSlotRecord)
+                .where(
+                    RunSlotRecord.layout == layout,
+                    RunSlotRecord.as_of == as_of,
+                    RunSlotRecord.holder == this_worker(),
+                )
+                .values(status="finished" if ok else "failed", updated_at=utcnow(), error=error)
+            )
+
+    def slot(self, layout: str, as_of: date) -> RunSlotRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(
+                select(RunSlotRecord).where(
+                    RunSlotRecord.layout == layout, RunSlotRecord.as_of == as_of
+                )
+            ).one_or_none()
+
+    # --- letters ----------------------------------------------------------------------------
 
     def last_letters(self, layout: str, since: date) -> dict[tuple[str, str], date]:
         """Customer → latest as-of date of a letter of this layout that counts for cadence."""
@@ -229,34 +369,37 @@ class HistoryStore:
                     latest[key] = as_of
         return latest
 
-    def claim(
+    def record_plan(
         self,
         run_id: int,
         letter: PlannedLetter,
         *,
-        subject: str,
         message_id: str,
         transport: str,
         status: LetterStatus,
         reason: str = "",
     ) -> int | None:
-        """Record the letter before it leaves; None when another run already has it today.
+        """Record a planned (or print-needed) letter; None when today's letter already exists.
 
-        A letter that failed earlier today is taken over (its row reused) so it is retried;
-        one that is being sent, was sent, or awaits printing is never claimed twice.
+        A letter that failed temporarily earlier today is planned again in the same row, so it
+        is retried; any other existing letter (planned, sending, sent, ambiguous...) stays.
         """
         now = utcnow()
         values = {
             "run_id": run_id,
             "customer_name": letter.customer.name[:120],
             "recipients": ", ".join(letter.recipients),
-            "subject": subject,
+            "subject": "",
             "message_id": message_id,
+            "titles_digest": titles_digest(letter),
             "transport": transport,
             "status": status.value,
             "reason": reason,
+            "needs_print": status is LetterStatus.PRINT_NEEDED,
             "total": letter.total,
             "updated_at": now,
+            "holder": "",
+            "claimed_at": None,
             "sent_at": None,
         }
         try:
@@ -272,19 +415,20 @@ class HistoryStore:
                 )
                 session.add(record)
                 session.flush()
+                session.add(_event(record.id, status, reason))
                 return record.id
         except IntegrityError:
             pass
         with Session(self.engine) as session, session.begin():
-            key = (
-                LetterRecord.layout == letter.layout,
-                LetterRecord.as_of == letter.as_of,
-                LetterRecord.customer_code == letter.customer.code,
-                LetterRecord.customer_store == letter.customer.store,
-            )
             taken = session.execute(
                 update(LetterRecord)
-                .where(*key, LetterRecord.status == LetterStatus.FAILED.value)
+                .where(
+                    LetterRecord.layout == letter.layout,
+                    LetterRecord.as_of == letter.as_of,
+                    LetterRecord.customer_code == letter.customer.code,
+                    LetterRecord.customer_store == letter.customer.store,
+                    LetterRecord.status == LetterStatus.FAILED_TEMPORARY.value,
+                )
                 .values(**values)
                 .returning(LetterRecord.id)
             ).scalar_one_or_none()
@@ -292,47 +436,260 @@ class HistoryStore:
                 return None
             record = session.get_one(LetterRecord, taken)
             record.titles = list(_title_records(letter))
+            session.add(_event(taken, status, f"planned again: {reason}".rstrip(": ")))
             return taken
 
-    def finish_letter(self, letter_id: int, outcome: LetterOutcome) -> None:
+    def supersede_planned(self, layout: str, before: date) -> int:
+        """Letters planned for an earlier day and never sent give way to today's plan."""
         with Session(self.engine) as session, session.begin():
-            session.execute(
+            ids = list(
+                session.scalars(
+                    select(LetterRecord.id).where(
+                        LetterRecord.layout == layout,
+                        LetterRecord.as_of < before,
+                        LetterRecord.status == LetterStatus.PLANNED.value,
+                    )
+                )
+            )
+            reason = f"superseded by the run of {before.isoformat()}"
+            for letter_id in ids:
+                changed = session.execute(
+                    update(LetterRecord)
+                    .where(
+                        LetterRecord.id == letter_id,
+                        LetterRecord.status == LetterStatus.PLANNED.value,
+                    )
+                    .values(status=LetterStatus.SKIPPED.value, reason=reason, updated_at=utcnow())
+                ).rowcount
+                if changed:
+                    session.add(_event(letter_id, LetterStatus.SKIPPED, reason))
+            return len(ids)
+
+    def planned_ids(self, layout: str, as_of: date) -> list[int]:
+        """Letters of a layout and day still waiting to be sent, oldest first."""
+        statement = (
+            select(LetterRecord.id)
+            .where(
+                LetterRecord.layout == layout,
+                LetterRecord.as_of == as_of,
+                LetterRecord.status == LetterStatus.PLANNED.value,
+            )
+            .order_by(LetterRecord.id)
+        )
+        with self.engine.connect() as connection:
+            return list(connection.scalars(statement))
+
+    def claim_for_sending(self, letter_id: int) -> ClaimedLetter | None:
+        """planned → sending, atomically: of several processes, exactly one gets the letter."""
+        with Session(self.engine) as session, session.begin():
+            taken = session.execute(
                 update(LetterRecord)
-                .where(LetterRecord.id == letter_id)
+                .where(
+                    LetterRecord.id == letter_id, LetterRecord.status == LetterStatus.PLANNED.value
+                )
+                .values(
+                    status=LetterStatus.SENDING.value,
+                    holder=this_worker(),
+                    claimed_at=utcnow(),
+                    updated_at=utcnow(),
+                    attempts=LetterRecord.attempts + 1,
+                )
+            ).rowcount
+            if taken != 1:
+                return None
+            session.add(_event(letter_id, LetterStatus.SENDING, ""))
+            record = session.get_one(LetterRecord, letter_id)
+            return ClaimedLetter(
+                id=record.id,
+                layout=record.layout,
+                as_of=record.as_of,
+                customer_code=record.customer_code,
+                customer_store=record.customer_store,
+                message_id=record.message_id,
+                recnos=tuple(t.recno for t in record.titles),
+            )
+
+    def finish_letter(
+        self,
+        letter_id: int,
+        outcome: LetterOutcome,
+        *,
+        subject: str | None = None,
+        titles: Sequence[Title] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Write a letter's outcome (and, once rendered, the subject and títulos it carried)."""
+        values: dict[str, Any] = {
+            "status": outcome.status.value,
+            "reason": outcome.reason,
+            "sent_at": outcome.sent_at,
+            "server_reply": outcome.server_reply,
+            "needs_print": outcome.needs_print,
+            "updated_at": utcnow(),
+        }
+        if outcome.status is LetterStatus.PLANNED:
+            values.update(holder="", claimed_at=None)
+        if subject is not None:
+            values["subject"] = subject
+        with Session(self.engine) as session, session.begin():
+            session.execute(update(LetterRecord).where(LetterRecord.id == letter_id).values(values))
+            if titles is not None:
+                record = session.get_one(LetterRecord, letter_id)
+                record.titles = [_title_record(t) for t in titles]
+                record.total = sum((t.net_balance for t in titles), Decimal("0.00"))
+            session.add(_event(letter_id, outcome.status, outcome.reason, actor))
+
+    def note_planned(self, layout: str, as_of: date, reason: str) -> int:
+        """Say on every letter still planned why it has not gone yet (SMTP down, max reached)."""
+        with Session(self.engine) as session, session.begin():
+            return session.execute(
+                update(LetterRecord)
+                .where(
+                    LetterRecord.layout == layout,
+                    LetterRecord.as_of == as_of,
+                    LetterRecord.status == LetterStatus.PLANNED.value,
+                )
+                .values(reason=reason, updated_at=utcnow())
+            ).rowcount
+
+    def stale_sending(self, stale_after: timedelta) -> list[LetterRecord]:
+        """Letters left in 'sending' by a process that died (or went silent too long)."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            candidates = session.scalars(
+                select(LetterRecord).where(LetterRecord.status == LetterStatus.SENDING.value)
+            ).all()
+            return [r for r in candidates if _holder_gone(r.holder, r.claimed_at, stale_after)]
+
+    def resolve_stale(self, letter_id: int, holder: str, outcome: LetterOutcome) -> bool:
+        """sending → outcome, only if still held by that (dead) holder."""
+        with Session(self.engine) as session, session.begin():
+            changed = session.execute(
+                update(LetterRecord)
+                .where(
+                    LetterRecord.id == letter_id,
+                    LetterRecord.holder == holder,
+                    LetterRecord.status == LetterStatus.SENDING.value,
+                )
                 .values(
                     status=outcome.status.value,
                     reason=outcome.reason,
                     sent_at=outcome.sent_at,
                     updated_at=utcnow(),
+                    holder="",
+                    claimed_at=None,
                 )
-            )
+            ).rowcount
+            if changed:
+                session.add(_event(letter_id, outcome.status, outcome.reason))
+            return changed == 1
+
+    def resolve_ambiguous(
+        self, letter_id: int, status: LetterStatus, reason: str, actor: str
+    ) -> bool:
+        """A person's decision on an ambiguous letter: sent after all, or to be sent again."""
+        with Session(self.engine) as session, session.begin():
+            changed = session.execute(
+                update(LetterRecord)
+                .where(
+                    LetterRecord.id == letter_id,
+                    LetterRecord.status == LetterStatus.AMBIGUOUS.value,
+                )
+                .values(
+                    status=status.value,
+                    reason=reason,
+                    updated_at=utcnow(),
+                    holder="",
+                    claimed_at=None,
+                )
+            ).rowcount
+            if changed:
+                session.add(_event(letter_id, status, reason, actor))
+            return changed == 1
+
+    def letter(self, letter_id: int) -> LetterRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            record = session.get(LetterRecord, letter_id)
+            if record is not None:
+                _ = record.titles
+            return record
 
     def letters(
-        self, *, run_ids: Sequence[int] = (), layout: str | None = None
+        self,
+        *,
+        run_ids: Sequence[int] = (),
+        layout: str | None = None,
+        status: LetterStatus | None = None,
     ) -> list[LetterRecord]:
-        """Letters with their títulos, oldest first (for reports and tests)."""
+        """Letters with their títulos, oldest first (for reports, commands and tests)."""
         statement = select(LetterRecord).order_by(LetterRecord.id)
         if run_ids:
             statement = statement.where(LetterRecord.run_id.in_(run_ids))
         if layout:
             statement = statement.where(LetterRecord.layout == layout)
+        if status:
+            statement = statement.where(LetterRecord.status == status.value)
         with Session(self.engine, expire_on_commit=False) as session:
             records = list(session.scalars(statement))
             for record in records:
                 _ = record.titles  # load while the session is open
             return records
 
+    def events(self, letter_id: int) -> list[LetterEventRecord]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(
+                session.scalars(
+                    select(LetterEventRecord)
+                    .where(LetterEventRecord.letter_id == letter_id)
+                    .order_by(LetterEventRecord.id)
+                )
+            )
+
     def runs(self) -> list[RunRecord]:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(select(RunRecord).order_by(RunRecord.id)))
 
 
+def _sqlite_pragmas(connection: Any, record: Any) -> None:
+    """Several processes share one SQLite history: wait for locks instead of failing."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+def _holder_gone(holder: str, since: datetime | None, stale_after: timedelta) -> bool:
+    alive = holder_alive(holder) if holder else False
+    if alive is not None:
+        return not alive
+    return since is None or utcnow() - since > stale_after
+
+
+def _event(letter_id: int, status: LetterStatus, reason: str, actor: str | None = None) -> Any:
+    return LetterEventRecord(
+        letter_id=letter_id,
+        at=utcnow(),
+        status=status.value,
+        reason=reason,
+        actor=actor or this_worker(),
+    )
+
+
+def titles_digest(letter: PlannedLetter) -> str:
+    """Which títulos, at which balances, the letter was planned with."""
+    text = "\n".join(f"{t.key}={t.net_balance}" for t in letter.titles)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _title_record(title: Title) -> LetterTitleRecord:
+    return LetterTitleRecord(
+        title_key=title.key,
+        recno=title.recno,
+        real_due_date=title.real_due_date,
+        days_late=title.days_late,
+        value=title.value,
+        balance=title.net_balance,
+    )
+
+
 def _title_records(letter: PlannedLetter) -> Iterable[LetterTitleRecord]:
-    for title in letter.titles:
-        yield LetterTitleRecord(
-            title_key=title.key,
-            real_due_date=title.real_due_date,
-            days_late=title.days_late,
-            value=title.value,
-            balance=title.net_balance,
-        )
+    return [_title_record(t) for t in letter.titles]

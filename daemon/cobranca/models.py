@@ -60,6 +60,7 @@ class Title:
     situation: str
     days_from_due: int
     days_late: int
+    recno: int = 0  # SE1's R_E_C_N_O_: re-reads a título by its primary key
 
     @property
     def key(self) -> str:
@@ -118,6 +119,7 @@ class PlannedLetter:
     disposition: Disposition
     reason: str = ""
     invalid_emails: tuple[str, ...] = ()
+    rejected: tuple[tuple[str, str], ...] = ()  # (título key, why it is left out)
 
     @property
     def overdue(self) -> tuple[Title, ...]:
@@ -141,7 +143,7 @@ class RenderedLetter:
 
 @dataclass(frozen=True)
 class DeliveryReceipt:
-    """What a transport reports about one message it accepted."""
+    """What a transport reports about one message it accepted (``refused``: per address)."""
 
     transport: str
     detail: str = ""
@@ -149,11 +151,28 @@ class DeliveryReceipt:
 
 
 class LetterStatus(StrEnum):
+    """A letter's life: planned → sending → sent | failed_* | ambiguous (or skipped/print).
+
+    ``ambiguous`` means the SMTP transaction may or may not have completed (the process died, or
+    the connection broke after the message data was sent): it is never resent automatically.
+    """
+
+    PLANNED = "planned"
     SENDING = "sending"
     SENT = "sent"
-    FAILED = "failed"
+    FAILED_TEMPORARY = "failed_temporary"
+    FAILED_PERMANENT = "failed_permanent"
+    AMBIGUOUS = "ambiguous"
     PRINT_NEEDED = "print_needed"
+    SKIPPED = "skipped"
 
 
 # Statuses that count as "this customer already got (or is getting) this layout" for cadence.
-CADENCE_STATUSES = (LetterStatus.SENDING, LetterStatus.SENT, LetterStatus.PRINT_NEEDED)
+CADENCE_STATUSES = (
+    LetterStatus.PLANNED,
+    LetterStatus.SENDING,
+    LetterStatus.SENT,
+    LetterStatus.AMBIGUOUS,
+    LetterStatus.PRINT_NEEDED,
+    LetterStatus.FAILED_PERMANENT,
+)

@@ -17,11 +17,13 @@ SKIP_CADENCE = "cadence"
 SKIP_BELOW_MINIMUM = "below_minimum_balance"
 SKIP_NO_VALID_TITLES = "no_valid_titles"
 SKIP_ALREADY_CLAIMED = "already_claimed"
+SKIP_PAID_SINCE_PLAN = "paid_since_planned"
 SKIP_REASONS = {
     SKIP_CADENCE: "got this layout within its cadence",
     SKIP_BELOW_MINIMUM: "open balance after abatements below the layout's minimum",
     SKIP_NO_VALID_TITLES: "every selected título was unreadable (see rejected títulos)",
-    SKIP_ALREADY_CLAIMED: "this letter was already sent or claimed today",
+    SKIP_ALREADY_CLAIMED: "this letter was already planned, sent or claimed today",
+    SKIP_PAID_SINCE_PLAN: "every título was paid or written off after the letter was planned",
 }
 
 
@@ -33,6 +35,9 @@ def plan_letter(
     minimum = layout.selection.min_balance
     titles = tuple(t for t in group.titles if t.net_balance >= minimum and t.net_balance > 0)
     valid, invalid = split_addresses(customer.raw_emails)
+    rejected = group.rejected + tuple(
+        (t.key, "nothing owed after abatements") for t in group.titles if t.net_balance <= 0
+    )
 
     def letter(disposition: Disposition, reason: str = "") -> PlannedLetter:
         return PlannedLetter(
@@ -44,6 +49,7 @@ def plan_letter(
             disposition=disposition,
             reason=reason,
             invalid_emails=invalid,
+            rejected=rejected,
         )
 
     if not group.titles:

@@ -1,27 +1,36 @@
 """The job: run layouts once for an as-of date. `cobranca run` and the scheduler both call this.
 
-config → source (SE1/SA1 rows) → plan → render → deliver → history, one customer at a time.
-One bad letter is recorded as failed with its reason and never stops the others; a problem
-that stops a whole layout (unreadable template, database down) is reported for that layout.
+config → source (SE1/SA1 rows) → plan → render → deliver → history. A layout's run has two
+phases. *Plan*: stream the selected customers, decide each letter, and record it as planned
+(unique per layout, customer and day). *Deliver*: take planned letters one at a time with an
+atomic claim, re-read their títulos from the ERP, render, send, record the outcome. A crash,
+a stop or a second process at any point leaves every letter planned, sent, failed (with why)
+or ambiguous — never lost, never sent twice by accident.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .config import Config, ConfigError, Layout
-from .history import HistoryStore, LetterOutcome
+from .history import ClaimedLetter, HistoryStore, LetterOutcome
 from .mail import build_message, new_message_id
 from .models import Disposition, LetterStatus, PlannedLetter
-from .plan import SKIP_ALREADY_CLAIMED, cadence_window_start, plan_letter
+from .plan import (
+    SKIP_ALREADY_CLAIMED,
+    SKIP_PAID_SINCE_PLAN,
+    cadence_window_start,
+    plan_letter,
+)
 from .render import (
     LetterTemplates,
     TemplateProblem,
@@ -29,8 +38,8 @@ from .render import (
     load_templates,
     make_environment,
 )
-from .source import ProtheusSource, SourceError, TitleSource
-from .transports import DeliveryError, Transport, open_transport
+from .source import ProtheusSource, SourceError
+from .transports import DeliveryError, Failure, Transport, open_transport
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +52,16 @@ class LayoutResult:
     as_of: date
     dry_run: bool
     run_id: int | None = None
+    planned: int = 0
     sent: int = 0
     would_send: int = 0
     print_needed: int = 0
     failed: int = 0
+    ambiguous: int = 0
+    left_planned: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    ambiguities: list[tuple[str, str]] = field(default_factory=list)
     prints: list[tuple[str, str]] = field(default_factory=list)
     rejected_titles: list[tuple[str, str]] = field(default_factory=list)
     invalid_emails: list[tuple[str, str]] = field(default_factory=list)
@@ -57,7 +70,7 @@ class LayoutResult:
 
     @property
     def ok(self) -> bool:
-        return not self.error and not self.failed
+        return not self.error and not self.failed and not self.ambiguous
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,12 +78,16 @@ class LayoutResult:
             "as_of": self.as_of.isoformat(),
             "dry_run": self.dry_run,
             "run_id": self.run_id,
+            "planned": self.planned,
             "sent": self.sent,
             "would_send": self.would_send,
             "print_needed": self.print_needed,
             "failed": self.failed,
+            "ambiguous": self.ambiguous,
+            "left_planned": self.left_planned,
             "skipped": dict(sorted(self.skipped.items())),
             "failures": [{"customer": c, "reason": r} for c, r in self.failures],
+            "ambiguities": [{"customer": c, "reason": r} for c, r in self.ambiguities],
             "prints": [{"customer": c, "reason": r} for c, r in self.prints],
             "rejected_titles": [{"title": t, "reason": r} for t, r in self.rejected_titles],
             "invalid_emails": [{"customer": c, "entries": e} for c, e in self.invalid_emails],
@@ -82,45 +99,58 @@ class LayoutResult:
 @dataclass
 class RunReport:
     results: list[LayoutResult]
+    recovered: list[tuple[int, str]] = field(default_factory=list)  # (letter id, new status)
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.results)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "layouts": [r.as_dict() for r in self.results]}
+        return {
+            "ok": self.ok,
+            "recovered": [{"letter": i, "status": s} for i, s in self.recovered],
+            "layouts": [r.as_dict() for r in self.results],
+        }
 
 
-class _LazyTransport:
-    """Connects on the first letter that needs it: a run with nothing to send opens nothing.
+class Pacer:
+    """Spaces letters to the configured rate; waits through ``sleep`` so a stop cuts it short."""
 
-    If the connection cannot be opened, the following letters are not tried against the same
-    dead server: each is recorded as failed with the connection's reason, to be retried by the
-    next run.
-    """
+    def __init__(
+        self, per_minute: int | None, clock: Callable[[], float], sleep: Callable[[float], bool]
+    ):
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self.clock = clock
+        self.sleep = sleep
+        self._next = clock()
 
-    def __init__(self, transport: Transport):
-        self.transport = transport
-        self.name = transport.name
-        self._open = False
-        self._broken: DeliveryError | None = None
+    def wait_turn(self) -> bool:
+        """False when a stop was requested while waiting."""
+        if not self.interval:
+            return True
+        delay = self._next - self.clock()
+        if delay > 0 and self.sleep(delay):
+            return False
+        self._next = max(self._next, self.clock()) + self.interval
+        return True
 
-    def send(self, message: Any) -> Any:
-        if self._broken is not None:
-            raise DeliveryError(f"not attempted: {self._broken}")
-        if not self._open:
-            try:
-                self.transport.__enter__()
-            except DeliveryError as exc:
-                self._broken = exc
-                raise
-            self._open = True
-        return self.transport.send(message)
 
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self.transport.__exit__(None, None, None)
+class _StopLayout(Exception):
+    """The transport is unusable: leave the remaining letters planned for the next run."""
+
+
+@dataclass
+class _Run:
+    """What every step of one run shares (built once, passed whole)."""
+
+    config: Config
+    source: ProtheusSource
+    history: HistoryStore
+    transport: Transport
+    stop: threading.Event
+    clock: Callable[[], float]
+    sleep: Callable[[float], bool]
+    trigger: str
 
 
 def run_layouts(
@@ -131,15 +161,21 @@ def run_layouts(
     dry_run: bool = False,
     trigger: str = "manual",
     stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], bool] | None = None,
 ) -> RunReport:
-    """Run the named layouts (all enabled ones when none are named) once for ``as_of``."""
+    """Run the named layouts (all enabled ones when none are named) once for ``as_of``.
+
+    ``clock`` and ``sleep`` pace and back off deliveries; ``sleep`` returns True when the wait
+    was cut short by a stop. Tests pass a clock they control.
+    """
     layouts = (
         [config.layout(name) for name in layout_names]
         if layout_names
         else [layout for layout in config.layouts if layout.enabled]
     )
     stop = stop or threading.Event()
-    results = [LayoutResult(layout=lay.name, as_of=as_of, dry_run=dry_run) for lay in layouts]
+    report = RunReport([LayoutResult(lay.name, as_of, dry_run) for lay in layouts])
     source: ProtheusSource | None = None
     try:
         source = ProtheusSource(config.source)
@@ -147,170 +183,359 @@ def run_layouts(
     except (SQLAlchemyError, ConfigError, SourceError, ImportError) as exc:
         if source is not None:
             source.close()
-        message = _error_text(exc)
+        message = error_text(exc)
         log.error("run aborted before any letter: %s", message)
-        for result in results:
+        for result in report.results:
             result.error = message
-        return RunReport(results)
+        return report
+    transport = open_transport(config.delivery)
+    run = _Run(config, source, history, transport, stop, clock, sleep or stop.wait, trigger)
     try:
-        env = make_environment(config.templates_dir)
-        for layout, result in zip(layouts, results, strict=True):
-            if stop.is_set():
-                result.interrupted = True
-                continue
-            _run_layout(config, layout, result, env, source, history, trigger, stop)
+        with transport:
+            if not dry_run:
+                report.recovered = recover_interrupted(run)
+            env = make_environment(config.templates_dir)
+            for layout, result in zip(layouts, report.results, strict=True):
+                if stop.is_set():
+                    result.interrupted = True
+                    continue
+                _run_layout(run, layout, result, env)
+    except DeliveryError as exc:  # the transport could not even open (outbox folder)
+        for result in report.results:
+            result.error = result.error or str(exc)
+    except SQLAlchemyError as exc:
+        for result in report.results:
+            result.error = result.error or error_text(exc)
     finally:
         source.close()
         history.close()
-    return RunReport(results)
+    return report
 
 
-def _run_layout(
-    config: Config,
-    layout: Layout,
-    result: LayoutResult,
-    env: Any,
-    source: TitleSource,
-    history: HistoryStore,
-    trigger: str,
-    stop: threading.Event,
-) -> None:
-    as_of = result.as_of
+def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
+    """Letters a dead process left 'sending': confirmed, planned again, or ambiguous.
+
+    Only a transport that can prove it (the outbox's atomic file) turns one into sent or
+    planned; for SMTP nobody can know, so it becomes ambiguous and waits for a person.
+    """
+    stale_after = timedelta(seconds=run.config.delivery.claim_timeout_seconds)
+    recovered = []
+    for record in run.history.stale_sending(stale_after):
+        known = (
+            run.transport.delivered(record.message_id)
+            if record.transport == run.transport.name
+            else None
+        )
+        if known is True:
+            outcome = LetterOutcome(LetterStatus.SENT, "confirmed after an interrupted run")
+        elif known is False:
+            outcome = LetterOutcome(LetterStatus.PLANNED, "interrupted before delivery")
+        else:
+            outcome = LetterOutcome(
+                LetterStatus.AMBIGUOUS,
+                f"interrupted while sending (holder {record.holder} ended): it may or may not "
+                "have been delivered; resolve with `cobranca resend` or `cobranca mark-sent`",
+            )
+        if run.history.resolve_stale(record.id, record.holder, outcome):
+            recovered.append((record.id, outcome.status.value))
+            log.warning("letter %s: %s", record.id, outcome.reason)
+    return recovered
+
+
+def _run_layout(run: _Run, layout: Layout, result: LayoutResult, env: Any) -> None:
     try:
         templates = load_templates(env, layout.template, layout.subject)
     except TemplateProblem as exc:
         result.error = f"template problem, no letter sent: {exc}"
         log.error("layout %s: %s", layout.name, result.error)
         return
-    transport = _LazyTransport(open_transport(config.delivery))
     try:
-        last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of))
         if not result.dry_run:
-            result.run_id = history.start_run(layout.name, as_of, trigger, config.digest)
-        log.info(
-            "layout %s: run %s started for %s%s",
-            layout.name, result.run_id, as_of, " (dry run)" if result.dry_run else "",
-        )  # fmt: skip
-        for group in source.customers_titles(layout.selection, as_of):
-            if stop.is_set():
-                result.interrupted = True
-                log.warning("layout %s: stop requested; remaining letters left for later",
-                            layout.name)  # fmt: skip
-                break
-            result.rejected_titles.extend(group.rejected)
-            customer = group.customer
-            letter = plan_letter(
-                group, layout, as_of, last_sent.get((customer.code, customer.store))
+            result.run_id = run.history.start_run(
+                layout.name, result.as_of, run.trigger, run.config.digest
             )
-            if letter.invalid_emails:
-                result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
-            if letter.disposition is Disposition.SKIP:
-                result.skipped[letter.reason] += 1
-                continue
-            _deliver(config, layout, letter, templates, transport, history, result)
-    except (SQLAlchemyError, ConfigError) as exc:
-        result.error = _error_text(exc)
-        log.error("layout %s: stopped: %s", layout.name, result.error)
-    except DeliveryError as exc:
+        log.info("layout %s: run %s for %s%s", layout.name, result.run_id, result.as_of,
+                 " (dry run)" if result.dry_run else "")  # fmt: skip
+        _plan(run, layout, result, templates)
+        if not result.dry_run and not result.interrupted:
+            _deliver_planned(run, layout, result, templates)
+    except _StopLayout as exc:
         result.error = str(exc)
-        log.error("layout %s: stopped: %s", layout.name, result.error)
+    except (SQLAlchemyError, ConfigError, SourceError) as exc:
+        result.error = error_text(exc)
     finally:
-        transport.close()
+        if result.error:
+            log.error("layout %s: stopped: %s", layout.name, result.error)
         if result.run_id is not None:
-            _finish_run(history, result)
-    log.info(
-        "layout %s: %d sent, %d to print, %d failed, %d skipped",
-        layout.name, result.sent, result.print_needed, result.failed, sum(result.skipped.values()),
-    )  # fmt: skip
+            _leave_planned_noted(run, layout, result)
+            _finish_run(run.history, result)
+    log.info("layout %s: %d sent, %d to print, %d failed, %d ambiguous, %d left planned, "
+             "%d skipped", layout.name, result.sent, result.print_needed, result.failed,
+             result.ambiguous, result.left_planned, sum(result.skipped.values()))  # fmt: skip
 
 
-def _deliver(
-    config: Config,
+def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemplates) -> None:
+    """Record today's letters as planned (or as needing print); send nothing yet."""
+    as_of, history = result.as_of, run.history
+    if not result.dry_run:
+        history.supersede_planned(layout.name, before=as_of)
+    last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of))
+    for group in run.source.customers_titles(layout.selection, as_of):
+        if run.stop.is_set():
+            result.interrupted = True
+            log.warning("layout %s: stop requested while planning", layout.name)
+            return
+        customer = group.customer
+        letter = plan_letter(group, layout, as_of, last_sent.get((customer.code, customer.store)))
+        result.rejected_titles.extend(letter.rejected)
+        if letter.invalid_emails:
+            result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
+        if letter.disposition is Disposition.SKIP:
+            result.skipped[letter.reason] += 1
+            continue
+        if result.dry_run:
+            _dry_render(run, letter, templates, result)
+            continue
+        printing = letter.disposition is Disposition.PRINT
+        letter_id = history.record_plan(
+            result.run_id or 0, letter,
+            message_id=new_message_id(run.config.delivery),
+            transport="print" if printing else run.transport.name,
+            status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
+            reason=letter.reason,
+        )  # fmt: skip
+        if letter_id is None:
+            result.skipped[SKIP_ALREADY_CLAIMED] += 1
+        elif printing:
+            result.print_needed += 1
+            result.prints.append((customer.key, letter.reason))
+        else:
+            result.planned += 1
+
+
+def _dry_render(
+    run: _Run, letter: PlannedLetter, templates: LetterTemplates, result: LayoutResult
+) -> None:
+    try:
+        templates.render(letter_context(letter, run.config.creditor.model_dump()))
+    except TemplateProblem as exc:
+        result.failed += 1
+        result.failures.append((letter.customer.key, f"render failed: {exc}"))
+        return
+    if letter.disposition is Disposition.PRINT:
+        result.print_needed += 1
+        result.prints.append((letter.customer.key, letter.reason))
+    else:
+        result.would_send += 1
+
+
+def _deliver_planned(
+    run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemplates
+) -> None:
+    """Send every letter of this layout and day still planned (this run's or an earlier one's)."""
+    pacer = Pacer(run.config.delivery.rate_per_minute, run.clock, run.sleep)
+    limit = run.config.delivery.max_letters_per_run
+    attempted = 0
+    # Until none is left: another process may plan more while this one delivers.
+    while ids := run.history.planned_ids(layout.name, result.as_of):
+        for letter_id in ids:
+            if run.stop.is_set():
+                result.interrupted = True
+                return
+            if limit is not None and attempted >= limit:
+                log.info("layout %s: max_letters_per_run (%d) reached", layout.name, limit)
+                return
+            claimed = run.history.claim_for_sending(letter_id)
+            if claimed is None:
+                continue  # another process took it
+            if not pacer.wait_turn():
+                run.history.finish_letter(
+                    claimed.id, LetterOutcome(LetterStatus.PLANNED, "stopped before sending")
+                )
+                result.interrupted = True
+                return
+            attempted += 1
+            deliver_claimed(run, layout, claimed, templates, result)
+
+
+def deliver_claimed(
+    run: _Run,
     layout: Layout,
-    letter: PlannedLetter,
+    claimed: ClaimedLetter,
     templates: LetterTemplates,
-    transport: _LazyTransport,
-    history: HistoryStore,
     result: LayoutResult,
 ) -> None:
-    """Render, claim, hand over, record: the claim always precedes the hand-over."""
-    customer = letter.customer.key
-    message_id = new_message_id(config.delivery)
-    printing = letter.disposition is Disposition.PRINT
+    """Re-read, render, send and record one claimed letter."""
+    history = run.history
+    who = f"{claimed.customer_code}/{claimed.customer_store}"
+    group = run.source.reread(layout.selection, claimed.as_of, claimed.recnos)
+    if not group.titles:
+        history.finish_letter(
+            claimed.id,
+            LetterOutcome(LetterStatus.SKIPPED, "every título was paid or written off since the "
+                          "letter was planned"),
+            titles=(),
+        )  # fmt: skip
+        result.skipped[SKIP_PAID_SINCE_PLAN] += 1
+        return
+    letter = plan_letter(group, layout, claimed.as_of, None)
+    if letter.disposition is not Disposition.SEND:
+        status = (
+            LetterStatus.PRINT_NEEDED
+            if letter.disposition is Disposition.PRINT
+            else LetterStatus.SKIPPED
+        )
+        outcome = LetterOutcome(status, f"on re-reading the ERP: {letter.reason}",
+                                needs_print=status is LetterStatus.PRINT_NEEDED)  # fmt: skip
+        history.finish_letter(claimed.id, outcome, titles=letter.titles)
+        if status is LetterStatus.PRINT_NEEDED:
+            result.print_needed += 1
+            result.prints.append((who, letter.reason))
+        else:
+            result.skipped[letter.reason] += 1
+        return
     try:
-        rendered = templates.render(letter_context(letter, config.creditor.model_dump()))
+        rendered = templates.render(letter_context(letter, run.config.creditor.model_dump()))
     except TemplateProblem as exc:
         reason = f"render failed: {exc}"
+        history.finish_letter(claimed.id, LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
         result.failed += 1
-        result.failures.append((customer, reason))
-        log.error("layout %s: customer %s: %s", layout.name, customer, reason)
-        if not result.dry_run:
-            history.claim(
-                result.run_id or 0, letter, subject="", message_id=message_id,
-                transport="print" if printing else transport.name,
-                status=LetterStatus.FAILED, reason=reason,
-            )  # fmt: skip
+        result.failures.append((who, reason))
         return
-    if result.dry_run:
-        if printing:
-            result.print_needed += 1
-            result.prints.append((customer, letter.reason))
-        else:
-            result.would_send += 1
-        return
-    assert result.run_id is not None
-    letter_id = history.claim(
-        result.run_id, letter, subject=rendered.subject, message_id=message_id,
-        transport="print" if printing else transport.name,
-        status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.SENDING,
-        reason=letter.reason,
-    )  # fmt: skip
-    if letter_id is None:
-        result.skipped[SKIP_ALREADY_CLAIMED] += 1
-        return
-    if printing:
-        result.print_needed += 1
-        result.prints.append((customer, letter.reason))
-        log.info("layout %s: customer %s needs a printed letter: %s",
-                 layout.name, customer, letter.reason)  # fmt: skip
-        return
-    now = datetime.now(config.zone)
     message = build_message(
-        rendered, letter.recipients, config.delivery, message_id, now, layout.name
-    )
-    try:
-        receipt = transport.send(message)
-    except DeliveryError as exc:
-        history.finish_letter(letter_id, LetterOutcome(LetterStatus.FAILED, str(exc)))
+        rendered, letter.recipients, run.config.delivery, claimed.message_id,
+        datetime.now(run.config.zone), layout.name,
+    )  # fmt: skip
+    outcome = _send_with_retries(run, message, letter.recipients)
+    history.finish_letter(claimed.id, outcome, subject=rendered.subject, titles=letter.titles)
+    if outcome.status is LetterStatus.SENT:
+        result.sent += 1
+        log.info("layout %s: customer %s: sent %s to %d address(es)", layout.name, who,
+                 claimed.message_id, len(letter.recipients))  # fmt: skip
+    elif outcome.status is LetterStatus.AMBIGUOUS:
+        result.ambiguous += 1
+        result.ambiguities.append((who, outcome.reason))
+        log.error("layout %s: customer %s: AMBIGUOUS: %s", layout.name, who, outcome.reason)
+    elif outcome.status is LetterStatus.PLANNED:
+        result.interrupted = True
+    else:
         result.failed += 1
-        result.failures.append((customer, str(exc)))
-        log.error("layout %s: customer %s: not sent: %s", layout.name, customer, exc)
-        return
-    reason = f"refused: {receipt.refused}" if receipt.refused else ""
-    history.finish_letter(letter_id, LetterOutcome(LetterStatus.SENT, reason, now))
-    result.sent += 1
-    log.info("layout %s: customer %s: sent %s to %d address(es)",
-             layout.name, customer, message_id, len(letter.recipients))  # fmt: skip
+        result.failures.append((who, outcome.reason))
+        log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
+        if outcome.reason.startswith("SMTP unreachable"):
+            raise _StopLayout(outcome.reason)
+
+
+def _send_with_retries(run: _Run, message: Any, recipients: Sequence[str]) -> LetterOutcome:
+    """Temporary failures are retried with backoff; permanent and ambiguous ones never."""
+    delivery = run.config.delivery
+    for attempt in range(1, delivery.retry_attempts + 1):
+        try:
+            receipt = run.transport.send(message, recipients)
+        except DeliveryError as exc:
+            if exc.kind is Failure.AMBIGUOUS:
+                return LetterOutcome(LetterStatus.AMBIGUOUS, str(exc))
+            if exc.kind is Failure.PERMANENT:
+                return LetterOutcome(
+                    LetterStatus.FAILED_PERMANENT,
+                    f"{exc}; the customer needs a printed letter",
+                    needs_print=True,
+                )
+            if attempt == delivery.retry_attempts:
+                prefix = "SMTP unreachable" if exc.kind is Failure.CONNECTION else "gave up"
+                return LetterOutcome(
+                    LetterStatus.FAILED_TEMPORARY,
+                    f"{prefix} after {attempt} tries: {exc}; retried by the next run",
+                )
+            backoff = delivery.retry_backoff_seconds * 2 ** (attempt - 1)
+            log.warning("try %d failed (%s); next in %.1f s", attempt, exc, backoff)
+            if run.sleep(backoff):
+                return LetterOutcome(LetterStatus.PLANNED, f"stopped while retrying: {exc}")
+            continue
+        refused = "; ".join(f"{rcpt}: {why}" for rcpt, why in receipt.refused.items())
+        return LetterOutcome(
+            LetterStatus.SENT,
+            f"some addresses refused: {refused}" if refused else "",
+            sent_at=datetime.now(run.config.zone),
+            server_reply=receipt.detail,
+        )
+    raise AssertionError("unreachable")
+
+
+def _leave_planned_noted(run: _Run, layout: Layout, result: LayoutResult) -> None:
+    """Letters still planned at the end say why they are still waiting."""
+    why = result.error or ("run interrupted" if result.interrupted else "max_letters_per_run")
+    try:
+        result.left_planned = run.history.note_planned(
+            layout.name, result.as_of, f"not sent yet: {why}; the next run sends it"
+        )
+    except SQLAlchemyError as exc:
+        log.error("could not note planned letters: %s", error_text(exc))
 
 
 def _finish_run(history: HistoryStore, result: LayoutResult) -> None:
     assert result.run_id is not None
     status = "failed" if result.error else ("interrupted" if result.interrupted else "finished")
+    counts = {
+        "sent": result.sent,
+        "print_needed": result.print_needed,
+        "failed": result.failed,
+        "ambiguous": result.ambiguous,
+        "left_planned": result.left_planned,
+    }
     try:
-        history.finish_run(
-            result.run_id,
-            status=status,
-            sent=result.sent,
-            print_needed=result.print_needed,
-            failed=result.failed,
-            skip_reasons=dict(result.skipped),
-            error=result.error,
-        )
+        history.finish_run(result.run_id, status=status, counts=counts,
+                           skip_reasons=dict(result.skipped), error=result.error)  # fmt: skip
     except SQLAlchemyError as exc:
-        log.error("run %s: could not record its end: %s", result.run_id, _error_text(exc))
+        log.error("run %s: could not record its end: %s", result.run_id, error_text(exc))
 
 
-def _error_text(exc: BaseException) -> str:
+def resolve_ambiguous(
+    config: Config, letter_id: int, *, resend: bool, operator: str, note: str = ""
+) -> LayoutResult:
+    """A person's decision on an ambiguous letter: mark it sent, or send it again now."""
+    history = HistoryStore(config.history.engine_url())
+    try:
+        record = history.letter(letter_id)
+        if record is None or record.status != LetterStatus.AMBIGUOUS.value:
+            state = "does not exist" if record is None else f"is {record.status}"
+            raise ConfigError([f"letter {letter_id} {state}; only ambiguous letters resolve"])
+        layout = config.layout(record.layout)
+        result = LayoutResult(layout.name, record.as_of, dry_run=False, run_id=record.run_id)
+        reason = f"{'resend' if resend else 'marked sent'} by {operator}"
+        reason += f": {note}" if note else ""
+        status = LetterStatus.PLANNED if resend else LetterStatus.SENT
+        if not history.resolve_ambiguous(letter_id, status, reason, operator):
+            raise ConfigError([f"letter {letter_id} changed meanwhile; look again"])
+        if resend:
+            _resend(config, history, layout, letter_id, result)
+        return result
+    finally:
+        history.close()
+
+
+def _resend(
+    config: Config, history: HistoryStore, layout: Layout, letter_id: int, result: LayoutResult
+) -> None:
+    source = ProtheusSource(config.source)
+    transport = open_transport(config.delivery)
+    stop = threading.Event()
+    run = _Run(config, source, history, transport, stop, time.monotonic, stop.wait, "manual")
+    try:
+        templates = load_templates(
+            make_environment(config.templates_dir), layout.template, layout.subject
+        )
+        claimed = history.claim_for_sending(letter_id)
+        if claimed is not None:
+            with transport:
+                deliver_claimed(run, layout, claimed, templates, result)
+    except _StopLayout as exc:
+        result.error = str(exc)
+    finally:
+        source.close()
+
+
+def error_text(exc: BaseException) -> str:
     """One line for the operator: the driver's own message, never SQL parameters or secrets."""
     if isinstance(exc, ConfigError | SourceError):
         return str(exc)

@@ -3,6 +3,11 @@
 The job store is in memory and rebuilt from the YAML at start and on reload; APScheduler's
 defaults are overridden (1 s misfire grace, parallel instances) because a letter run that starts
 a little late must still run, once. Jobs run one at a time, so layouts never compete for SMTP.
+
+Exactly one scheduled run per layout and day comes from the run-slot ledger in the history
+store (unique per layout and date), not from the scheduler: a daemon that starts after a
+layout's time catches up today's slot once; a run that could not reach a database is retried
+later the same day; a second daemon on the same history finds the slot taken.
 """
 
 from __future__ import annotations
@@ -11,18 +16,21 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from .check import check_templates
 from .config import Config, ConfigError, load_config
 from .cron import describe_cron, parse_cron
-from .runner import RunReport, run_layouts
+from .history import HistoryStore
+from .runner import RunReport, error_text, run_layouts
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +60,13 @@ class Daemon:
     def start(self) -> None:
         self._schedule(self.config)
         self.scheduler.start()
-        for job in self.scheduler.get_jobs():
-            schedule = describe_cron(self.config.layout(job.id).schedule)
-            log.info("layout %s: runs %s; next run at %s", job.id, schedule, job.next_run_time)
+        if self.config.daemon.catch_up:
+            self.catch_up()
+        for layout in self.config.layouts:
+            job = self.scheduler.get_job(layout.name)
+            if job is not None:
+                log.info("layout %s: runs %s; next run at %s", layout.name,
+                         describe_cron(layout.schedule), job.next_run_time)  # fmt: skip
 
     def _schedule(self, config: Config) -> None:
         self.scheduler.remove_all_jobs()
@@ -70,16 +82,88 @@ class Daemon:
                 replace_existing=True,
             )
 
-    def run_layout(self, layout_name: str) -> RunReport:
-        """The scheduled job: today's letters of one layout, under the config in force now."""
+    def run_layout(self, layout_name: str, attempt: int = 0) -> RunReport | None:
+        """The scheduled job: today's letters of one layout, if today's slot is still free."""
         config = self.config
         as_of = datetime.now(config.zone).date()
+        stale_after = timedelta(seconds=config.delivery.claim_timeout_seconds)
+        try:
+            history = HistoryStore(config.history.engine_url())
+            try:
+                if not history.claim_slot(layout_name, as_of, stale_after=stale_after):
+                    log.info("layout %s: today's run (%s) is done or running elsewhere",
+                             layout_name, as_of)  # fmt: skip
+                    return None
+            finally:
+                history.close()
+        except (SQLAlchemyError, ConfigError) as exc:
+            self._retry_later(layout_name, attempt, f"history store unreachable: {error_text(exc)}")
+            return None
         log.info("layout %s: scheduled run for %s", layout_name, as_of)
         report = self._job(
             config, [layout_name], as_of=as_of, trigger="scheduled", stop=self.stop_event
         )
         self.finished_runs.append(report)
+        result = report.results[0]
+        unfinished = result.error or result.failed or result.left_planned or result.interrupted
+        try:
+            history = HistoryStore(config.history.engine_url())
+            try:
+                history.finish_slot(layout_name, as_of, ok=not unfinished, error=result.error)
+            finally:
+                history.close()
+        except SQLAlchemyError as exc:
+            log.error("layout %s: could not close today's slot: %s", layout_name,
+                      error_text(exc))  # fmt: skip
+        if unfinished and not self.stop_event.is_set():
+            why = result.error or "letters failed or left planned"
+            self._retry_later(layout_name, attempt, why)
         return report
+
+    def _retry_later(self, layout_name: str, attempt: int, why: str) -> None:
+        settings = self.config.daemon
+        if attempt >= settings.retry_limit:
+            log.error("layout %s: %s; no retries left today", layout_name, why)
+            return
+        when = datetime.now(self.config.zone) + timedelta(minutes=settings.retry_minutes)
+        log.warning("layout %s: %s; retrying at %s", layout_name, why, when)
+        self.scheduler.add_job(
+            self.run_layout,
+            trigger=DateTrigger(run_date=when),
+            args=(layout_name, attempt + 1),
+            id=f"{layout_name}:retry",
+            name=f"layout {layout_name} (retry {attempt + 1})",
+            replace_existing=True,
+        )
+
+    def catch_up(self) -> list[str]:
+        """Run now each layout whose time today has passed and whose slot is not finished.
+
+        Only today's slot: a daemon down for three days sends the one letter each customer is
+        due today, not three.
+        """
+        config = self.config
+        now = datetime.now(config.zone)
+        due = []
+        for layout in config.layouts:
+            if not layout.enabled:
+                continue
+            trigger = parse_cron(layout.schedule, config.zone)
+            midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=config.zone)
+            first_today = trigger.get_next_fire_time(None, midnight)
+            if first_today is None or first_today > now or first_today.date() != now.date():
+                continue
+            due.append(layout.name)
+            self.scheduler.add_job(
+                self.run_layout,
+                args=(layout.name,),
+                id=f"{layout.name}:catch-up",
+                name=f"layout {layout.name} (catch-up)",
+                replace_existing=True,
+            )
+        if due:
+            log.info("catching up today's runs of: %s", ", ".join(due))
+        return due
 
     def reload(self) -> bool:
         """Re-read config and templates; on any problem keep running on the last good config."""

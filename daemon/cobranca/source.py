@@ -65,14 +65,19 @@ class ProtheusSource:
         self.engine.dispose()
 
     def customers_titles(
-        self, selection: Selection, as_of: date, customers: Sequence[str] = ()
+        self,
+        selection: Selection,
+        as_of: date,
+        customers: Sequence[str] = (),
+        recnos: Sequence[int] = (),
     ) -> Iterator[CustomerTitles]:
         """Yield each selected customer with its títulos, customer by customer.
 
-        ``customers`` (CODE or CODE/STORE) narrows the read to those customers, on top of the
-        selection: used to re-read títulos just before a letter goes out.
+        ``customers`` (CODE or CODE/STORE) and ``recnos`` (SE1 primary keys) narrow the read on
+        top of the selection: ``recnos`` re-reads a planned letter's títulos just before it
+        goes out, by primary key, so a título paid since the plan drops out.
         """
-        statement = self.statement(selection, as_of, customers)
+        statement = self.statement(selection, as_of, customers, recnos)
         with self.engine.connect() as connection:
             result = connection.execution_options(
                 stream_results=True, yield_per=self.config.fetch_size
@@ -80,7 +85,20 @@ class ProtheusSource:
             for _, rows in itertools.groupby(result, key=lambda r: (r.E1_CLIENTE, r.E1_LOJA)):
                 yield self._group(list(rows), as_of)
 
-    def statement(self, selection: Selection, as_of: date, customers: Sequence[str] = ()) -> Select:
+    def reread(self, selection: Selection, as_of: date, recnos: Sequence[int]) -> CustomerTitles:
+        """A planned letter's títulos as they are now (an empty group when all were paid)."""
+        groups = list(self.customers_titles(selection, as_of, recnos=recnos))
+        if not groups:
+            return CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]
+        return groups[0]
+
+    def statement(
+        self,
+        selection: Selection,
+        as_of: date,
+        customers: Sequence[str] = (),
+        recnos: Sequence[int] = (),
+    ) -> Select:
         se1, sa1 = self.se1, self.sa1
         c, a = se1.c, sa1.c
         join_on = and_(
@@ -93,7 +111,7 @@ class ProtheusSource:
         columns = [
             c.E1_FILIAL, c.E1_PREFIXO, c.E1_NUM, c.E1_PARCELA, c.E1_TIPO, c.E1_CLIENTE,
             c.E1_LOJA, c.E1_EMISSAO, c.E1_VENCTO, c.E1_VENCREA, c.E1_VALOR, c.E1_SALDO,
-            c.E1_SITUACA,
+            c.E1_SITUACA, c.R_E_C_N_O_,
             a.A1_NOME, a.A1_NREDUZ, a.A1_PESSOA, a.A1_CGC, a.A1_EMAIL, a.A1_END, a.A1_BAIRRO,
             a.A1_MUN, a.A1_EST, a.A1_CEP, a.A1_ENDCOB, a.A1_BAIRROC, a.A1_MUNC, a.A1_ESTC,
             a.A1_CEPC, a.A1_MSBLQL,
@@ -102,7 +120,7 @@ class ProtheusSource:
         return (
             select(*labelled, self._abatement_sum().label("abatements"))
             .select_from(se1.join(sa1, join_on))
-            .where(*self._conditions(selection, as_of, customers))
+            .where(*self._conditions(selection, as_of, customers, recnos))
             .order_by(
                 c.E1_CLIENTE, c.E1_LOJA, c.E1_VENCREA, c.E1_FILIAL, c.E1_PREFIXO, c.E1_NUM,
                 c.E1_PARCELA, c.E1_TIPO,
@@ -129,28 +147,37 @@ class ProtheusSource:
         )
 
     def _conditions(
-        self, selection: Selection, as_of: date, customers: Sequence[str]
+        self,
+        selection: Selection,
+        as_of: date,
+        customers: Sequence[str],
+        recnos: Sequence[int],
     ) -> list[ColumnElement[bool]]:
         c, a = self.se1.c, self.sa1.c
-        conditions: list[ColumnElement[bool]] = [
-            c.D_E_L_E_T_ != protheus.DELETED,
-            c.E1_SALDO > 0,
-            # Gross ≥ net, so this only prefilters; half a cent of slack keeps a float saldo
-            # such as 133.32999… that is worth R$ 133,33. The exact test is on the net balance.
-            c.E1_SALDO >= float(selection.min_balance) - 0.005,
-            not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
-            func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
-            # Real due date within the layout's window; a blank date never matches.
-            c.E1_VENCREA
-            >= protheus.format_date(
-                as_of - timedelta(days=selection.days.max)
-                if selection.days.max is not None
-                else date(1900, 1, 1)
-            ),
-        ]
+        window: list[ColumnElement[bool]] = [c.E1_VENCREA >= _FIRST_DATE]
+        if selection.days.max is not None:
+            earliest = as_of - timedelta(days=selection.days.max)
+            window.append(c.E1_VENCREA >= protheus.format_date(earliest))
         if selection.days.min is not None:
             latest = as_of - timedelta(days=selection.days.min)
-            conditions.append(c.E1_VENCREA <= protheus.format_date(latest))
+            window.append(c.E1_VENCREA <= protheus.format_date(latest))
+        conditions: list[ColumnElement[bool]] = [
+            c.D_E_L_E_T_ != protheus.DELETED,
+            # Open títulos whose gross balance can reach the minimum (gross ≥ net, so this only
+            # prefilters; half a cent of slack keeps a float saldo such as 133.32999… that is
+            # worth R$ 133,33; the exact test is on the net balance). Negative balances are
+            # read too, to be reported as bad data rather than silently ignored.
+            or_(
+                c.E1_SALDO < 0,
+                and_(c.E1_SALDO > 0, c.E1_SALDO >= float(selection.min_balance) - 0.005),
+            ),
+            not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
+            func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
+            # In the layout's window of real due dates; a blank due date is read to be reported.
+            or_(and_(*window), c.E1_VENCREA < _FIRST_DATE),
+        ]
+        if recnos:
+            conditions.append(c.R_E_C_N_O_.in_(recnos))
         if selection.branches:
             conditions.append(func.rtrim(c.E1_FILIAL).in_(selection.branches))
         if selection.types.include:
@@ -185,12 +212,15 @@ class ProtheusSource:
         rejected: list[tuple[str, str]] = []
         for row in rows:
             try:
-                titles.append(title_from_row(row, as_of))
+                titles.append(title_from_row(row, as_of, self.config.collectible_types))
             except ValueError as exc:
                 rejected.append((_row_key(row), str(exc)))
         return CustomerTitles(
             customer=customer_from_row(rows[0]), titles=tuple(titles), rejected=tuple(rejected)
         )
+
+
+_FIRST_DATE = "19000101"  # below it: blank or garbage dates
 
 
 def _row_key(row: Row[Any]) -> str:
@@ -216,8 +246,17 @@ def _date_field(row: Row[Any], name: str) -> date | None:
         raise ValueError(f"{name}: {exc}") from None
 
 
-def title_from_row(row: Row[Any], as_of: date) -> Title:
+def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str]) -> Title:
+    """One SE1 row as a Title, or ValueError saying which field makes it unusable."""
     t = protheus.trimmed
+    if t(row.E1_TIPO) not in collectible_types:
+        raise ValueError(
+            f"type {t(row.E1_TIPO)!r} is not a known collectible type "
+            "(add it to source.collectible_types if it should be collected)"
+        )
+    balance = protheus.to_money(row.E1_SALDO)
+    if balance < 0:
+        raise ValueError(f"negative balance (E1_SALDO {balance})")
     real_due = _date_field(row, "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
@@ -234,11 +273,12 @@ def title_from_row(row: Row[Any], as_of: date) -> Title:
         due_date=due,
         real_due_date=real_due,
         value=protheus.to_money(row.E1_VALOR),
-        balance=protheus.to_money(row.E1_SALDO),
+        balance=balance,
         abatements=protheus.to_money(row.abatements),
         situation=t(row.E1_SITUACA),
         days_from_due=(as_of - real_due).days,
         days_late=days_late(as_of, due, real_due),
+        recno=int(row.R_E_C_N_O_),
     )
 
 

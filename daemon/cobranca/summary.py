@@ -16,6 +16,8 @@ def format_json(report: RunReport) -> str:
 
 def format_text(report: RunReport) -> str:
     lines: list[str] = []
+    for letter_id, status in report.recovered:
+        lines.append(f"interrupted letter {letter_id} recovered as {status}")
     for result in report.results:
         mode = " (dry run: nothing sent or recorded)" if result.dry_run else ""
         run = f" run {result.run_id}" if result.run_id else ""
@@ -25,13 +27,18 @@ def format_text(report: RunReport) -> str:
         if result.dry_run:
             lines.append(f"  would send:   {result.would_send}")
         else:
+            lines.append(f"  planned:      {result.planned}")
             lines.append(f"  sent:         {result.sent}")
         lines.append(f"  to print:     {result.print_needed}  (no usable e-mail)")
         lines.append(f"  failed:       {result.failed}")
+        if not result.dry_run:
+            lines.append(f"  ambiguous:    {result.ambiguous}  (may have been delivered: resolve)")
+            lines.append(f"  left planned: {result.left_planned}  (the next run sends them)")
         lines.append(f"  skipped:      {sum(result.skipped.values())}")
         for reason, count in sorted(result.skipped.items()):
             lines.append(f"    {count:>5}  {reason}: {SKIP_REASONS.get(reason, reason)}")
         _listed(lines, "failures", result.failures)
+        _listed(lines, "AMBIGUOUS (never resent automatically)", result.ambiguities)
         _listed(lines, "printed letters needed", result.prints)
         _listed(lines, "unreadable títulos (skipped)", result.rejected_titles)
         _listed(lines, "invalid e-mail entries (ignored)", result.invalid_emails)

@@ -2,23 +2,31 @@
 
 A transport is a context manager: entering opens whatever connection it needs (once per run),
 ``send`` hands over one message, leaving closes it. The config's ``delivery.transport`` picks it.
+Every failure is a DeliveryError whose ``kind`` tells the runner what may be done next.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from email.message import EmailMessage
+from enum import StrEnum
 from typing import Protocol, Self
 
 from ..config import Delivery
 from ..models import DeliveryReceipt
 
 
-class DeliveryError(Exception):
-    """A message was not accepted. ``permanent`` means retrying the same message is pointless."""
+class Failure(StrEnum):
+    TEMPORARY = "temporary"  # nothing was delivered; the same message may be tried again
+    PERMANENT = "permanent"  # refused for good (5xx); trying again is pointless
+    AMBIGUOUS = "ambiguous"  # the message data went out but no final answer came back
+    CONNECTION = "connection"  # no usable connection (down, TLS, login): nothing was tried
 
-    def __init__(self, message: str, *, permanent: bool = False):
+
+class DeliveryError(Exception):
+    def __init__(self, message: str, kind: Failure = Failure.TEMPORARY):
         super().__init__(message)
-        self.permanent = permanent
+        self.kind = kind
 
 
 class Transport(Protocol):
@@ -28,7 +36,11 @@ class Transport(Protocol):
 
     def __exit__(self, *exc_info: object) -> None: ...
 
-    def send(self, message: EmailMessage) -> DeliveryReceipt: ...
+    def send(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryReceipt: ...
+
+    def delivered(self, message_id: str) -> bool | None:
+        """After a crash: True/False if this transport can tell, None if it cannot (SMTP)."""
+        ...
 
 
 def open_transport(delivery: Delivery) -> Transport:

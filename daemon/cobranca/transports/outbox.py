@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Self
 
 from ..models import DeliveryReceipt
-from . import DeliveryError
+from . import DeliveryError, Failure
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -25,16 +26,23 @@ class OutboxTransport:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DeliveryError(f"cannot create outbox {self.directory}: {exc.strerror}") from None
+            reason = f"cannot create outbox {self.directory}: {exc.strerror}"
+            raise DeliveryError(reason, Failure.CONNECTION) from None
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def send(self, message: EmailMessage) -> DeliveryReceipt:
+    def path_for(self, message_id: str) -> Path:
+        return self.directory / (_UNSAFE.sub("_", message_id.strip().strip("<>")) + ".eml")
+
+    def delivered(self, message_id: str) -> bool:
+        """The write is atomic, so the file exists exactly when the letter was delivered."""
+        return self.path_for(message_id).exists()
+
+    def send(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryReceipt:
         """Write atomically (temporary file, fsync, rename): a crash never leaves half a letter."""
-        name = _UNSAFE.sub("_", str(message["Message-ID"]).strip("<>")) + ".eml"
-        target = self.directory / name
+        target = self.path_for(str(message["Message-ID"]))
         try:
             fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
         except OSError as exc:

@@ -1,24 +1,32 @@
 """Send through an SMTP server, one connection reused for the whole run.
 
-yagmail opens and authenticates the connection (STARTTLS with a verifying SSL context, or
-implicit TLS); messages are handed to that connection with ``send_message`` so yagmail's HTML
-rewriting and Message-ID scheme never touch a letter. Errors are mapped to DeliveryError with
-the server's reply, never a password.
+yagmail opens and authenticates the connection (STARTTLS or implicit TLS, always verifying the
+certificate). The transaction itself (MAIL, RCPT, DATA) is driven step by step here, because
+what may be retried depends on where it broke: before the message data went out nothing was
+delivered (temporary); after it, without the server's final reply, the letter may or may not
+have arrived (ambiguous), and it must never be sent again automatically.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import smtplib
 import socket
 import ssl
+from collections.abc import Sequence
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from typing import Self
 
 import yagmail
 
 from ..config import Smtp
 from ..models import DeliveryReceipt
-from . import DeliveryError
+from . import DeliveryError, Failure
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+_CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, OSError)
 
 
 class SmtpTransport:
@@ -30,13 +38,16 @@ class SmtpTransport:
         self._client: yagmail.SMTP | None = None
 
     def __enter__(self) -> Self:
-        self._connect()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._disconnect()
 
-    def _connect(self) -> None:
+    def delivered(self, message_id: str) -> None:
+        """SMTP cannot be asked whether a message arrived."""
+        return None
+
+    def _connect(self) -> smtplib.SMTP:
         settings = self.settings
         password = settings.password()
         # A one-entry dict keeps yagmail from appending "@gmail.com" to a bare user name.
@@ -45,9 +56,6 @@ class SmtpTransport:
         context = ssl.create_default_context(
             cafile=str(settings.ca_file) if settings.ca_file else None
         )
-        starttls: bool | dict[str, ssl.SSLContext] = False
-        if settings.security == "starttls":
-            starttls = {"context": context}
         extra: dict[str, object] = {"timeout": settings.timeout_seconds}
         if settings.security == "tls":
             extra["context"] = context
@@ -57,7 +65,7 @@ class SmtpTransport:
                 password=password,
                 host=settings.host,
                 port=settings.port,
-                smtp_starttls=starttls,
+                smtp_starttls={"context": context} if settings.security == "starttls" else False,
                 smtp_ssl=settings.security == "tls",
                 smtp_skip_login=not settings.username,
                 soft_email_validation=False,
@@ -67,9 +75,10 @@ class SmtpTransport:
         except (smtplib.SMTPException, OSError) as exc:
             raise DeliveryError(
                 f"cannot connect to SMTP {settings.host}:{settings.port}: {_describe(exc)}",
-                permanent=isinstance(exc, smtplib.SMTPAuthenticationError),
+                Failure.CONNECTION,
             ) from None
         self._client = client
+        return client.smtp
 
     def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -79,36 +88,76 @@ class SmtpTransport:
             except (smtplib.SMTPException, OSError):
                 client.smtp.close()
 
-    def send(self, message: EmailMessage) -> DeliveryReceipt:
-        """Send one message; reconnect once if the server dropped an idle connection."""
-        if self._client is None:
-            self._connect()
+    def send(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryReceipt:
+        """One SMTP transaction; on a connection error the next send reconnects."""
+        smtp = self._client.smtp if self._client is not None else self._connect()
         try:
-            return self._send_once(message)
-        except smtplib.SMTPServerDisconnected:
-            self._disconnect()
-            self._connect()
-            return self._send_once(message)
-
-    def _send_once(self, message: EmailMessage) -> DeliveryReceipt:
-        assert self._client is not None
-        try:
-            refused = self._client.smtp.send_message(message, from_addr=self.from_address)
-        except smtplib.SMTPServerDisconnected:
+            return self._transaction(smtp, message, recipients)
+        except DeliveryError as exc:
+            if exc.kind in (Failure.AMBIGUOUS, Failure.CONNECTION):
+                self._drop()
             raise
-        except smtplib.SMTPRecipientsRefused as exc:
-            reasons = {rcpt: _reply(code, text) for rcpt, (code, text) in exc.recipients.items()}
-            permanent = all(code >= 500 for code, _ in exc.recipients.values())
-            raise DeliveryError(f"all recipients refused: {reasons}", permanent=permanent) from None
-        except smtplib.SMTPResponseException as exc:
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.smtp is not None:
+            client.smtp.close()
+
+    def _transaction(
+        self, smtp: smtplib.SMTP, message: EmailMessage, recipients: Sequence[str]
+    ) -> DeliveryReceipt:
+        data = message.as_bytes(policy=SMTP_POLICY)
+        try:
+            smtp.ehlo_or_helo_if_needed()
+            code, reply = smtp.mail(self.from_address)
+            if code != 250:
+                raise _refused(smtp, "sender refused", code, reply)
+            refused: dict[str, tuple[int, bytes]] = {}
+            for recipient in recipients:
+                code, reply = smtp.rcpt(recipient)
+                if code not in (250, 251):
+                    refused[recipient] = (code, reply)
+            if len(refused) == len(recipients):
+                smtp.rset()
+                kind = (
+                    Failure.PERMANENT
+                    if all(c >= 500 for c, _ in refused.values())
+                    else Failure.TEMPORARY
+                )
+                reasons = {rcpt: _reply(c, r) for rcpt, (c, r) in refused.items()}
+                raise DeliveryError(f"all recipients refused: {reasons}", kind)
+            code, reply = smtp.docmd("DATA")
+            if code != 354:
+                raise _refused(smtp, "DATA refused", code, reply)
+        except _CONNECTION_ERRORS as exc:
+            reason = f"SMTP connection lost: {_describe(exc)}"
+            raise DeliveryError(reason, Failure.CONNECTION) from None
+        # From here on the server may have the message: any break is ambiguous.
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        try:
+            smtp.send(_LEADING_DOT.sub(b"..", data) + b".\r\n")
+            code, reply = smtp.getreply()
+        except _CONNECTION_ERRORS as exc:
             raise DeliveryError(
-                f"server refused the message: {_reply(exc.smtp_code, exc.smtp_error)}",
-                permanent=exc.smtp_code >= 500,
+                f"connection lost after the message data was sent: {_describe(exc)}",
+                Failure.AMBIGUOUS,
             ) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP error: {_describe(exc)}") from None
-        reasons = {rcpt: _reply(code, text) for rcpt, (code, text) in refused.items()}
-        return DeliveryReceipt(transport=self.name, detail="accepted", refused=reasons)
+        if code != 250:
+            kind = Failure.PERMANENT if code >= 500 else Failure.TEMPORARY
+            raise DeliveryError(f"message refused: {_reply(code, reply)}", kind)
+        return DeliveryReceipt(
+            transport=self.name,
+            detail=_reply(code, reply),
+            refused={rcpt: _reply(c, r) for rcpt, (c, r) in refused.items()},
+        )
+
+
+def _refused(smtp: smtplib.SMTP, what: str, code: int, reply: bytes) -> DeliveryError:
+    with contextlib.suppress(*_CONNECTION_ERRORS):
+        smtp.rset()
+    kind = Failure.PERMANENT if code >= 500 else Failure.TEMPORARY
+    return DeliveryError(f"{what}: {_reply(code, reply)}", kind)
 
 
 def _reply(code: int, text: bytes | str) -> str:
