@@ -8,10 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 import time_machine
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
@@ -128,3 +130,116 @@ def test_daemon_reloads_on_sighup_keeps_last_good_config_and_stops_on_sigterm(
     finally:
         if daemon.process.poll() is None:
             daemon.process.kill()
+
+
+def _daemon_config(tmp_path: Path, source: str, history_url: str, smtp: SmtpServer) -> Path:
+    data = config_data(source_url=source, history_url=history_url, smtp=smtp)
+    data["daemon"] = {"retry_minutes": 15, "retry_limit": 3}
+    return write_config(tmp_path / "c.yaml", data)
+
+
+def _wait_for(executed: queue.Queue[JobExecutionEvent], job_id: str) -> None:
+    while True:
+        if executed.get(timeout=30).job_id == job_id:
+            return
+
+
+def test_restart_after_a_missed_slot_runs_it_once_and_only_for_today(
+    demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """Down from Tuesday to Friday 08:40: Friday's 08:00 reminder runs once, for Friday only."""
+    history_url = f"sqlite:///{tmp_path / 'h.db'}"
+    path = _daemon_config(tmp_path, demo_sqlite, history_url, smtp_server)
+    executed: queue.Queue[JobExecutionEvent] = queue.Queue()
+    with time_machine.travel(datetime(2026, 12, 4, 8, 40, tzinfo=SP), tick=True):
+        first = Daemon(path)
+        first.scheduler.add_listener(executed.put, EVENT_JOB_EXECUTED)
+        first.start()
+        try:
+            _wait_for(executed, "lembrete-vencimento:catch-up")
+        finally:
+            first.stop()
+        received = len(smtp_server.received)
+        assert received > 0
+        # Restarted ten minutes later: the slot is finished, nothing runs again.
+        second = Daemon(path)
+        second.scheduler.add_listener(executed.put, EVENT_JOB_EXECUTED)
+        second.start()
+        try:
+            _wait_for(executed, "lembrete-vencimento:catch-up")
+        finally:
+            second.stop()
+    assert len(smtp_server.received) == received
+    history = HistoryStore(history_url)
+    runs = history.runs()
+    history.close()
+    assert [(r.layout, r.as_of) for r in runs] == [("lembrete-vencimento", AS_OF)]
+
+
+def test_source_down_at_the_scheduled_time_is_retried_later_that_day(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    from cobranca.demo import write_demo_database
+
+    source = f"sqlite:///{tmp_path / 'late' / 'protheus.db'}"  # not there at 09:00
+    history_url = f"sqlite:///{tmp_path / 'h.db'}"
+    path = _daemon_config(tmp_path, source, history_url, smtp_server)
+    executed: queue.Queue[JobExecutionEvent] = queue.Queue()
+    with time_machine.travel(datetime(2026, 12, 4, 8, 59, 59, tzinfo=SP), tick=True) as clock:
+        daemon = Daemon(path)
+        daemon.config = daemon.config.model_copy(
+            update={"daemon": daemon.config.daemon.model_copy(update={"catch_up": False})}
+        )
+        daemon.scheduler.add_listener(executed.put, EVENT_JOB_EXECUTED)
+        daemon.start()
+        try:
+            clock.move_to(datetime(2026, 12, 4, 9, 0, 1, tzinfo=SP))
+            daemon.scheduler.wakeup()
+            _wait_for(executed, "primeiro-aviso")
+            assert smtp_server.received == []
+            retry = daemon.scheduler.get_job("primeiro-aviso:retry")
+            assert retry is not None
+            expected = datetime(2026, 12, 4, 9, 15, 1, tzinfo=SP)
+            assert abs(retry.next_run_time - expected) < timedelta(seconds=2)
+
+            write_demo_database(source, customers=40, seed=7, as_of=AS_OF)  # the ERP is back
+            clock.move_to(datetime(2026, 12, 4, 9, 15, 2, tzinfo=SP))
+            daemon.scheduler.wakeup()
+            _wait_for(executed, "primeiro-aviso:retry")
+        finally:
+            daemon.stop()
+    assert smtp_server.received
+    history = HistoryStore(history_url)
+    slot = history.slot("primeiro-aviso", AS_OF)
+    statuses = [r.status for r in history.runs()]
+    history.close()
+    assert slot is not None and slot.status == "finished" and slot.attempts == 2
+    assert statuses == ["failed", "finished"]
+
+
+@pytest.mark.postgres
+def test_two_daemons_on_one_history_run_each_slot_once(
+    demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path, postgres_url: Any
+) -> None:
+    path = _daemon_config(tmp_path, demo_sqlite, postgres_url(), smtp_server)
+    executed: queue.Queue[JobExecutionEvent] = queue.Queue()
+    with time_machine.travel(datetime(2026, 12, 4, 8, 59, 59, tzinfo=SP), tick=True) as clock:
+        daemons = [Daemon(path), Daemon(path)]
+        for daemon in daemons:
+            daemon.scheduler.add_listener(executed.put, EVENT_JOB_EXECUTED)
+            daemon.start()
+        try:
+            _wait_for(executed, "lembrete-vencimento:catch-up")
+            _wait_for(executed, "lembrete-vencimento:catch-up")
+            clock.move_to(datetime(2026, 12, 4, 9, 0, 1, tzinfo=SP))
+            for daemon in daemons:
+                daemon.scheduler.wakeup()
+            _wait_for(executed, "primeiro-aviso")
+            _wait_for(executed, "primeiro-aviso")
+        finally:
+            for daemon in daemons:
+                daemon.stop()
+    ran = [len(d.finished_runs) for d in daemons]
+    assert sum(ran) == 2  # each of the two slots ran once, in one daemon or the other
+    ids = [str(m.message["Message-ID"]) for m in smtp_server.received]
+    assert len(ids) == len(set(ids)) > 0

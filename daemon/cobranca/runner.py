@@ -176,17 +176,16 @@ def run_layouts(
     )
     stop = stop or threading.Event()
     report = RunReport([LayoutResult(lay.name, as_of, dry_run) for lay in layouts])
-    source: ProtheusSource | None = None
+    try:
+        history = HistoryStore(config.history.engine_url())
+    except (SQLAlchemyError, ConfigError, ImportError) as exc:
+        _abort(report, f"history store: {error_text(exc)}")
+        return report
     try:
         source = ProtheusSource(config.source)
-        history = HistoryStore(config.history.engine_url())
     except (SQLAlchemyError, ConfigError, SourceError, ImportError) as exc:
-        if source is not None:
-            source.close()
-        message = error_text(exc)
-        log.error("run aborted before any letter: %s", message)
-        for result in report.results:
-            result.error = message
+        _abort(report, error_text(exc), history, config, trigger)
+        history.close()
         return report
     transport = open_transport(config.delivery)
     run = _Run(config, source, history, transport, stop, clock, sleep or stop.wait, trigger)
@@ -210,6 +209,27 @@ def run_layouts(
         source.close()
         history.close()
     return report
+
+
+def _abort(
+    report: RunReport,
+    message: str,
+    history: HistoryStore | None = None,
+    config: Config | None = None,
+    trigger: str = "",
+) -> None:
+    """Nothing could run: every layout carries the reason, recorded when the history is up."""
+    log.error("run aborted before any letter: %s", message)
+    for result in report.results:
+        result.error = message
+        if history is not None and config is not None and not result.dry_run:
+            try:
+                result.run_id = history.start_run(
+                    result.layout, result.as_of, trigger, config.digest
+                )
+                _finish_run(history, result)
+            except SQLAlchemyError as exc:
+                log.error("could not record the failed run: %s", error_text(exc))
 
 
 def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
