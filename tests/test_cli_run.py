@@ -41,7 +41,7 @@ def test_run_json_summary_matches_what_was_delivered(
     out = capsys.readouterr().out
     assert code == 0
     assert "layout primeiro-aviso" in out and "lembrete-vencimento" not in out
-    assert "cadence: got this layout within its cadence" in out
+    assert "already_claimed: this letter was already planned, sent or claimed today" in out
 
 
 def test_run_exits_1_when_letters_fail_and_records_them(

@@ -191,12 +191,16 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _resolve(config: Config, args: argparse.Namespace) -> int:
-    from .runner import resolve_ambiguous
+    from .runner import LetterStateError, resolve_letter
 
     operator = args.operator or getpass.getuser()
-    result = resolve_ambiguous(
-        config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
-    )
+    try:
+        result = resolve_letter(
+            config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
+        )
+    except LetterStateError as exc:
+        print(f"cobranca: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command == "mark-sent":
         print(f"letter {args.letter} recorded as sent by {operator}")
         return EXIT_OK

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -35,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
@@ -231,7 +232,18 @@ class HistoryStore:
         self.engine = engine or create_engine(url, pool_pre_ping=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        Base.metadata.create_all(self.engine)
+        self._create_schema()
+
+    def _create_schema(self) -> None:
+        """Create missing tables; a process racing another one to do it retries, not fails."""
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.engine)
+                return
+            except (ProgrammingError, IntegrityError, OperationalError):
+                if attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -352,13 +364,18 @@ class HistoryStore:
 
     # --- letters ----------------------------------------------------------------------------
 
-    def last_letters(self, layout: str, since: date) -> dict[tuple[str, str], date]:
-        """Customer → latest as-of date of a letter of this layout that counts for cadence."""
+    def last_letters(self, layout: str, since: date, before: date) -> dict[tuple[str, str], date]:
+        """Customer → latest as-of date (in [since, before)) of a letter that counts for cadence.
+
+        The day's own letters are left to the unique key, so a rerun reports them as already
+        planned or sent today rather than as a cadence skip.
+        """
         statement = select(
             LetterRecord.customer_code, LetterRecord.customer_store, LetterRecord.as_of
         ).where(
             LetterRecord.layout == layout,
             LetterRecord.as_of >= since,
+            LetterRecord.as_of < before,
             LetterRecord.status.in_([s.value for s in CADENCE_STATUSES]),
         )
         latest: dict[tuple[str, str], date] = {}
@@ -576,31 +593,34 @@ class HistoryStore:
                     sent_at=outcome.sent_at,
                     updated_at=utcnow(),
                     holder="",
-                    claimed_at=None,
                 )
             ).rowcount
             if changed:
                 session.add(_event(letter_id, outcome.status, outcome.reason))
             return changed == 1
 
-    def resolve_ambiguous(
-        self, letter_id: int, status: LetterStatus, reason: str, actor: str
-    ) -> bool:
-        """A person's decision on an ambiguous letter: sent after all, or to be sent again."""
+    def resolve(
+        self, letter_id: int, status: LetterStatus, reason: str, actor: str,
+        allowed: Sequence[LetterStatus],
+    ) -> bool:  # fmt: skip
+        """A person's decision on a letter: sent after all, or to be sent again.
+
+        A letter marked sent keeps, as its sending time, when its last attempt was claimed.
+        """
         with Session(self.engine) as session, session.begin():
+            record = session.get(LetterRecord, letter_id)
+            if record is None or record.status not in {s.value for s in allowed}:
+                return False
+            values: dict[str, Any] = {"status": status.value, "reason": reason,
+                                      "updated_at": utcnow(), "holder": ""}  # fmt: skip
+            if status is LetterStatus.SENT:
+                values["sent_at"] = record.claimed_at or utcnow()
+            else:
+                values["claimed_at"] = None
             changed = session.execute(
                 update(LetterRecord)
-                .where(
-                    LetterRecord.id == letter_id,
-                    LetterRecord.status == LetterStatus.AMBIGUOUS.value,
-                )
-                .values(
-                    status=status.value,
-                    reason=reason,
-                    updated_at=utcnow(),
-                    holder="",
-                    claimed_at=None,
-                )
+                .where(LetterRecord.id == letter_id, LetterRecord.status == record.status)
+                .values(values)
             ).rowcount
             if changed:
                 session.add(_event(letter_id, status, reason, actor))

@@ -247,7 +247,11 @@ def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
             else None
         )
         if known is True:
-            outcome = LetterOutcome(LetterStatus.SENT, "confirmed after an interrupted run")
+            outcome = LetterOutcome(
+                LetterStatus.SENT,
+                "confirmed after an interrupted run",
+                sent_at=record.claimed_at,
+            )
         elif known is False:
             outcome = LetterOutcome(LetterStatus.PLANNED, "interrupted before delivery")
         else:
@@ -299,7 +303,7 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
     as_of, history = result.as_of, run.history
     if not result.dry_run:
         history.supersede_planned(layout.name, before=as_of)
-    last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of))
+    last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of), before=as_of)
     for group in run.source.customers_titles(layout.selection, as_of):
         if run.stop.is_set():
             result.interrupted = True
@@ -510,23 +514,35 @@ def _finish_run(history: HistoryStore, result: LayoutResult) -> None:
         log.error("run %s: could not record its end: %s", result.run_id, error_text(exc))
 
 
-def resolve_ambiguous(
+class LetterStateError(Exception):
+    """A person asked for something the letter's state does not allow."""
+
+
+def resolve_letter(
     config: Config, letter_id: int, *, resend: bool, operator: str, note: str = ""
 ) -> LayoutResult:
-    """A person's decision on an ambiguous letter: mark it sent, or send it again now."""
+    """A person's decision: mark an ambiguous letter sent, or send it (or a failed one) now."""
     history = HistoryStore(config.history.engine_url())
+    allowed = (
+        (LetterStatus.AMBIGUOUS, LetterStatus.FAILED_TEMPORARY)
+        if resend
+        else (LetterStatus.AMBIGUOUS,)
+    )
     try:
         record = history.letter(letter_id)
-        if record is None or record.status != LetterStatus.AMBIGUOUS.value:
+        if record is None or record.status not in {s.value for s in allowed}:
             state = "does not exist" if record is None else f"is {record.status}"
-            raise ConfigError([f"letter {letter_id} {state}; only ambiguous letters resolve"])
+            names = " or ".join(s.value for s in allowed)
+            action = "resent" if resend else "marked sent"
+            raise LetterStateError(f"letter {letter_id} {state}; only {names} letters "
+                                   f"can be {action}")  # fmt: skip
         layout = config.layout(record.layout)
         result = LayoutResult(layout.name, record.as_of, dry_run=False, run_id=record.run_id)
         reason = f"{'resend' if resend else 'marked sent'} by {operator}"
         reason += f": {note}" if note else ""
         status = LetterStatus.PLANNED if resend else LetterStatus.SENT
-        if not history.resolve_ambiguous(letter_id, status, reason, operator):
-            raise ConfigError([f"letter {letter_id} changed meanwhile; look again"])
+        if not history.resolve(letter_id, status, reason, operator, allowed):
+            raise LetterStateError(f"letter {letter_id} changed meanwhile; look again")
         if resend:
             _resend(config, history, layout, letter_id, result)
         return result

@@ -48,7 +48,11 @@ def format_text(report: RunReport) -> str:
     total_sent = sum(r.sent for r in report.results)
     total_failed = sum(r.failed for r in report.results)
     errors = sum(1 for r in report.results if r.error)
-    lines.append(f"total: {total_sent} sent, {total_failed} failed, {errors} layout(s) with errors")
+    total_ambiguous = sum(r.ambiguous for r in report.results)
+    lines.append(
+        f"total: {total_sent} sent, {total_failed} failed, {total_ambiguous} ambiguous, "
+        f"{errors} layout(s) with errors"
+    )
     return "\n".join(lines)
 
 

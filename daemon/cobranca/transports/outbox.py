@@ -44,7 +44,8 @@ class OutboxTransport:
         """Write atomically (temporary file, fsync, rename): a crash never leaves half a letter."""
         target = self.path_for(str(message["Message-ID"]))
         try:
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
+            # Not *.eml until complete: a spool consumer never takes a half-written letter.
+            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
         except OSError as exc:
             reason = f"cannot write to outbox {self.directory}: {exc.strerror}"
             raise DeliveryError(reason) from None

@@ -94,7 +94,9 @@ class SmtpTransport:
         try:
             return self._transaction(smtp, message, recipients)
         except DeliveryError as exc:
-            if exc.kind in (Failure.AMBIGUOUS, Failure.CONNECTION):
+            # After anything but a clean 5xx refusal the connection is suspect (a 421 closes
+            # it): the next try starts on a new one.
+            if exc.kind is not Failure.PERMANENT:
                 self._drop()
             raise
 
@@ -130,8 +132,9 @@ class SmtpTransport:
             if code != 354:
                 raise _refused(smtp, "DATA refused", code, reply)
         except _CONNECTION_ERRORS as exc:
-            reason = f"SMTP connection lost: {_describe(exc)}"
-            raise DeliveryError(reason, Failure.CONNECTION) from None
+            # The server answered before; losing it before the data is a temporary failure.
+            reason = f"SMTP connection lost before the message data: {_describe(exc)}"
+            raise DeliveryError(reason, Failure.TEMPORARY) from None
         # From here on the server may have the message: any break is ambiguous.
         if not data.endswith(b"\r\n"):
             data += b"\r\n"

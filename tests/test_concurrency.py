@@ -1,0 +1,191 @@
+"""Several `cobranca run` processes at once on one history: every letter goes out exactly once.
+
+The processes plan the same customers (the history's unique key lets one record each letter)
+and deliver from the same planned letters (the atomic claim lets one send each). They share one
+aiosmtpd server in this process, which counts what it receives by Message-ID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+from cobranca.config import load_config
+from cobranca.demo import write_demo_database
+from cobranca.history import Base, HistoryStore
+from cobranca.models import Disposition
+from cobranca.plan import plan_letter
+from cobranca.source import ProtheusSource
+from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
+
+WIDE_LAYOUT = [
+    {
+        "name": "todos-vencidos",
+        "schedule": "0 9 * * mon-fri",
+        "template": "primeiro-aviso",
+        "subject": "Aviso – {{ customer.name }}",
+        "selection": {"days": {"min": 1}},
+    }
+]
+CUSTOMERS = 150
+
+
+def _setup(tmp_path: Path, smtp: SmtpServer, history_url: str) -> tuple[Path, set[str]]:
+    """The demo source, a config on the given history, and the customers owed an e-mail."""
+    source_url = f"sqlite:///{tmp_path / 'protheus.db'}"
+    write_demo_database(source_url, customers=CUSTOMERS, seed=3, as_of=AS_OF)
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=source_url, history_url=history_url, smtp=smtp,
+                    layouts=WIDE_LAYOUT),
+    )  # fmt: skip
+    config = load_config(path)
+    layout = config.layouts[0]
+    source = ProtheusSource(config.source)
+    try:
+        to_send = {
+            group.customer.key
+            for group in source.customers_titles(layout.selection, AS_OF)
+            if plan_letter(group, layout, AS_OF, None).disposition is Disposition.SEND
+        }
+    finally:
+        source.close()
+    assert len(to_send) > 100
+    return path, to_send
+
+
+def _run_together(path: Path, count: int) -> list[tuple[int, str, str]]:
+    """Start `count` runs back to back, wait for all: (exit code, stdout, stderr) of each."""
+    command = [sys.executable, "-m", "cobranca", "run", "--config", str(path),
+               "--as-of", AS_OF.isoformat(), "--format", "json"]  # fmt: skip
+    processes = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for _ in range(count)
+    ]
+    results = []
+    for process in processes:
+        try:
+            out, err = process.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            for other in processes:
+                other.kill()
+            raise
+        results.append((process.returncode, out.decode(), err.decode()))
+    return results
+
+
+def _rows(history_url: str, query: str) -> list[Any]:
+    engine = create_engine(history_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(query)))
+    finally:
+        engine.dispose()
+
+
+def _assert_exactly_once(
+    history_url: str, smtp: SmtpServer, to_send: set[str], results: list[tuple[int, str, str]]
+) -> None:
+    sent_by_process = []
+    for code, out, err in results:
+        assert code in (0, 1), err
+        assert "Traceback" not in err, err
+        summary = json.loads(out)
+        sent_by_process.append(sum(layout["sent"] for layout in summary["layouts"]))
+
+    received = Counter(str(m.message["Message-ID"]).strip() for m in smtp.received)
+    twice = {mid: n for mid, n in received.items() if n > 1}
+    assert not twice, f"received more than once: {twice}"
+    assert len(received) == len(to_send)
+    assert sum(sent_by_process) == len(received), sent_by_process  # each counted by its sender
+
+    duplicates = _rows(history_url, """
+        SELECT layout, customer_code, customer_store, as_of, count(*) FROM cobranca_letters
+        GROUP BY layout, customer_code, customer_store, as_of HAVING count(*) > 1
+    """)  # fmt: skip
+    assert duplicates == []
+    letters = _rows(history_url, """
+        SELECT customer_code, customer_store, status, message_id FROM cobranca_letters
+        WHERE transport = 'smtp'
+    """)  # fmt: skip
+    assert {f"{code}/{store}" for code, store, _, _ in letters} == to_send
+    assert {status for _, _, status, _ in letters} == {"sent"}
+    assert {mid for _, _, _, mid in letters} == set(received)
+    # Each letter was claimed once: one 'sending' event, one 'sent' event.
+    claims = _rows(history_url, """
+        SELECT e.letter_id, count(*) FROM cobranca_letter_events e
+        JOIN cobranca_letters l ON l.id = e.letter_id
+        WHERE l.transport = 'smtp' AND e.status IN ('sending', 'sent')
+        GROUP BY e.letter_id
+    """)  # fmt: skip
+    assert len(claims) == len(to_send) and {n for _, n in claims} == {2}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("processes", [2, 3])
+def test_runs_at_once_on_a_postgresql_history_send_each_letter_once(
+    processes: int,
+    postgres_url: Callable[[], str],
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+) -> None:
+    history_url = postgres_url()
+    path, to_send = _setup(tmp_path, smtp_server, history_url)
+    results = _run_together(path, processes)
+    _assert_exactly_once(history_url, smtp_server, to_send, results)
+
+
+def test_two_runs_at_once_on_a_sqlite_history_send_each_letter_once(
+    smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    history_url = f"sqlite:///{tmp_path / 'history.db'}"
+    path, to_send = _setup(tmp_path, smtp_server, history_url)
+    results = _run_together(path, 2)
+    _assert_exactly_once(history_url, smtp_server, to_send, results)
+
+
+@pytest.mark.postgres
+@pytest.mark.xfail(
+    strict=True,
+    raises=(ProgrammingError, IntegrityError),
+    reason="BUG: HistoryStore.__init__ (history.py) runs Base.metadata.create_all unguarded; "
+    "a process that checks for the tables while another creates them fails with "
+    "DuplicateTable / pg_type unique violation and its whole run aborts",
+)
+def test_history_store_opens_while_another_process_creates_the_schema(
+    postgres_url: Callable[[], str],
+) -> None:
+    """Two daemons' first runs on an empty history: one creates the tables between the other's
+    check for them and its CREATE TABLE (forced here; seen in 1 of 3 three-process runs)."""
+    url = postgres_url()
+
+    def other_process_creates_the_schema(*_: Any, **__: Any) -> None:
+        other = create_engine(url)
+        try:
+            Base.metadata.create_all(other)
+        finally:
+            other.dispose()
+
+    event.listen(Base.metadata, "before_create", other_process_creates_the_schema, once=True)
+    try:
+        history = HistoryStore(url)
+    finally:
+        if event.contains(Base.metadata, "before_create", other_process_creates_the_schema):
+            event.remove(Base.metadata, "before_create", other_process_creates_the_schema)
+    history.close()
