@@ -123,7 +123,7 @@ class Database(Secret):
                 "not a database URL of the form dialect+driver://user@host:port/database "
                 "(is the port a number?)"
             ) from None
-        if url.password:
+        if url.password or _query_secret(url):
             raise ValueError(
                 "the URL contains a password; remove it and use password_env or password_file"
             )
@@ -625,10 +625,29 @@ def _shown(value: Any) -> Any:
     """A rejected value as it may be echoed: a URL loses its password first."""
     if isinstance(value, str) and "://" in value:
         try:
-            return make_url(value).render_as_string(hide_password=True)
+            url = make_url(value)
         except (ArgumentError, ValueError):
             return "(a URL that could not be parsed)"
+        if _query_secret(url):
+            url = url.set(query={k: "***" if _secret_key(k, v) else v
+                                 for k, v in url.query.items()})  # fmt: skip
+        return url.render_as_string(hide_password=True)
     return value
+
+
+_SECRET_KEYS = {"password", "passwd", "pwd"}
+
+
+def _secret_key(key: str, value: Any) -> bool:
+    text = " ".join(value) if isinstance(value, tuple) else str(value)
+    return key.lower() in _SECRET_KEYS or (
+        key.lower() == "odbc_connect" and re.search(r"(?i)\bpwd\s*=", text) is not None
+    )
+
+
+def _query_secret(url: URL) -> bool:
+    """A password may also hide in the query string (?password=, an ODBC string's PWD=)."""
+    return any(_secret_key(key, value) for key, value in url.query.items())
 
 
 def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:

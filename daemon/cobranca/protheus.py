@@ -7,6 +7,7 @@ dates are CHAR(8) YYYYMMDD or blank; money columns are often binary floats.
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -136,6 +137,13 @@ def to_money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(CENTS, ROUND_HALF_UP)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def trimmed(value: str | None) -> str:
-    """CHAR fields come space-padded to their width: compare trimmed values only."""
-    return (value or "").strip()
+    """CHAR fields come space-padded to their width: compare trimmed values only.
+
+    Control characters (NUL, CR/LF, ESC...) have no place in ERP text that ends up in a
+    letter, a mail header or the history store (PostgreSQL refuses NUL): they become spaces.
+    """
+    return _CONTROL.sub(" ", value or "").strip()

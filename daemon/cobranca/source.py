@@ -174,7 +174,7 @@ class ProtheusSource:
             not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
             func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
             # In the layout's window of real due dates; a blank due date is read to be reported.
-            or_(and_(*window), c.E1_VENCREA < _FIRST_DATE),
+            or_(and_(*window), c.E1_VENCREA < _FIRST_DATE, c.E1_VENCREA > _LAST_DATE),
         ]
         if recnos:
             conditions.append(c.R_E_C_N_O_.in_(recnos))
@@ -221,6 +221,7 @@ class ProtheusSource:
 
 
 _FIRST_DATE = "19000101"  # below it: blank or garbage dates
+_LAST_DATE = "21001231"  # above it: garbage (e.g. day-first 31122025) or a typo
 
 
 def _row_key(row: Row[Any]) -> str:
@@ -251,15 +252,17 @@ def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str])
     t = protheus.trimmed
     if t(row.E1_TIPO) not in collectible_types:
         raise ValueError(
-            f"type {t(row.E1_TIPO)!r} is not a known collectible type "
+            f"E1_TIPO: type {t(row.E1_TIPO)!r} is not a known collectible type "
             "(add it to source.collectible_types if it should be collected)"
         )
     balance = protheus.to_money(row.E1_SALDO)
     if balance < 0:
-        raise ValueError(f"negative balance (E1_SALDO {balance})")
+        raise ValueError(f"E1_SALDO: negative balance ({balance})")
     real_due = _date_field(row, "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
+    if protheus.format_date(real_due) > _LAST_DATE:
+        raise ValueError(f"E1_VENCREA: implausible date {real_due.isoformat()}")
     due = _date_field(row, "E1_VENCTO")
     return Title(
         branch=t(row.E1_FILIAL),
