@@ -197,3 +197,24 @@ def test_later_day_within_cadence_is_skipped_and_after_it_is_sent(
     assert tomorrow.results[0].sent < first.sent
     outbox_files = list((tmp_path / "outbox").glob("*.eml"))
     assert len(outbox_files) == first.sent + tomorrow.results[0].sent
+
+
+def test_history_from_another_schema_version_is_refused_clearly(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    history_file = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{history_file}")
+    with engine.begin() as connection:  # what the first release left behind
+        connection.execute(text("CREATE TABLE cobranca_letters (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=demo_sqlite, history_url=f"sqlite:///{history_file}",
+                    outbox=tmp_path / "outbox"),
+    )  # fmt: skip
+    report = run_layouts(load_config(path), as_of=AS_OF)
+    assert not report.ok
+    assert "schema version 1, this cobranca needs 2" in report.results[0].error
+    assert not (tmp_path / "outbox").exists() or not list((tmp_path / "outbox").iterdir())

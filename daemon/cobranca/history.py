@@ -32,6 +32,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    inspect,
     select,
     update,
 )
@@ -40,6 +42,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
+from .config import ConfigError
 from .lease import holder_alive, this_worker
 from .models import CADENCE_STATUSES, LetterStatus, PlannedLetter, Title
 
@@ -87,6 +90,24 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+SCHEMA_VERSION = 2
+
+
+class SchemaRecord(Base):
+    """Which layout of these tables the database holds, so a mismatch is refused, not misread."""
+
+    __tablename__ = "cobranca_schema"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class HistorySchemaError(ConfigError):
+    """The history database was written by another version of cobranca."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
 
 
 class RunRecord(Base):
@@ -236,14 +257,33 @@ class HistoryStore:
 
     def _create_schema(self) -> None:
         """Create missing tables; a process racing another one to do it retries, not fails."""
+        self._check_version()
         for attempt in range(5):
             try:
                 Base.metadata.create_all(self.engine)
+                with Session(self.engine) as session, session.begin():
+                    if session.get(SchemaRecord, SCHEMA_VERSION) is None:
+                        session.add(SchemaRecord(version=SCHEMA_VERSION))
                 return
             except (ProgrammingError, IntegrityError, OperationalError):
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _check_version(self) -> None:
+        tables = set(inspect(self.engine).get_table_names())
+        if "cobranca_letters" not in tables:
+            return  # a new database
+        found = 1  # the first release had no version table
+        if "cobranca_schema" in tables:
+            with self.engine.connect() as connection:
+                found = connection.scalar(select(func.max(SchemaRecord.version))) or 1
+        if found != SCHEMA_VERSION:
+            raise HistorySchemaError(
+                f"the history database {self.engine.url.render_as_string(hide_password=True)} "
+                f"has schema version {found}, this cobranca needs {SCHEMA_VERSION}: keep the "
+                "old database for the record and point history.url at a new one"
+            )
 
     def close(self) -> None:
         self.engine.dispose()
