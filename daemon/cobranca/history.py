@@ -30,10 +30,12 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
     func,
     inspect,
+    or_,
     select,
     update,
 )
@@ -170,6 +172,7 @@ class LetterRecord(Base):
     status: Mapped[str] = mapped_column(String(20), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     needs_print: Mapped[bool] = mapped_column(Boolean, default=False)
+    operator: Mapped[str] = mapped_column(String(255), default="")  # who asked, if by hand
     server_reply: Mapped[str] = mapped_column(Text, default="")
     total: Mapped[Decimal] = mapped_column(Money)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -435,6 +438,7 @@ class HistoryStore:
         transport: str,
         status: LetterStatus,
         reason: str = "",
+        operator: str = "",
     ) -> int | None:
         """Record a planned (or print-needed) letter; None when today's letter already exists.
 
@@ -453,6 +457,7 @@ class HistoryStore:
             "status": status.value,
             "reason": reason,
             "needs_print": status is LetterStatus.PRINT_NEEDED,
+            "operator": operator,
             "total": letter.total,
             "updated_at": now,
             "holder": "",
@@ -472,7 +477,7 @@ class HistoryStore:
                 )
                 session.add(record)
                 session.flush()
-                session.add(_event(record.id, status, reason))
+                session.add(_event(record.id, status, reason, operator or None))
                 return record.id
         except IntegrityError:
             pass
@@ -495,6 +500,50 @@ class HistoryStore:
             record.titles = list(_title_records(letter))
             session.add(_event(taken, status, f"planned again: {reason}".rstrip(": ")))
             return taken
+
+    def record_manual(
+        self,
+        run_id: int,
+        letter: PlannedLetter,
+        status: LetterStatus,
+        operator: str,
+        message_id: str,
+        transport: str,
+        reason: str = "",
+    ) -> int | None:
+        """A letter made by hand (desk `send` or `print`), recorded with who asked for it."""
+        return self.record_plan(
+            run_id, letter, message_id=message_id, transport=transport, status=status,
+            reason=reason or f"by hand: {operator}", operator=operator,
+        )  # fmt: skip
+
+    def mark_printed(self, letter_id: int, operator: str, file: str) -> bool:
+        """A letter waiting for paper was printed (by whom, into which file)."""
+        reason = f"printed by {operator} into {file}"
+        with Session(self.engine) as session, session.begin():
+            changed = session.execute(
+                update(LetterRecord)
+                .where(
+                    LetterRecord.id == letter_id,
+                    or_(
+                        LetterRecord.status == LetterStatus.PRINT_NEEDED.value,
+                        and_(
+                            LetterRecord.status == LetterStatus.FAILED_PERMANENT.value,
+                            LetterRecord.needs_print.is_(True),
+                        ),
+                    ),
+                )
+                .values(
+                    status=LetterStatus.PRINTED.value,
+                    reason=reason,
+                    needs_print=False,
+                    sent_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            ).rowcount
+            if changed:
+                session.add(_event(letter_id, LetterStatus.PRINTED, reason, operator))
+            return changed == 1
 
     def supersede_planned(self, layout: str, before: date) -> int:
         """Letters planned for an earlier day and never sent give way to today's plan."""

@@ -164,6 +164,7 @@ class LetterStatus(StrEnum):
     FAILED_PERMANENT = "failed_permanent"
     AMBIGUOUS = "ambiguous"
     PRINT_NEEDED = "print_needed"
+    PRINTED = "printed"
     SKIPPED = "skipped"
 
 
@@ -174,5 +175,6 @@ CADENCE_STATUSES = (
     LetterStatus.SENT,
     LetterStatus.AMBIGUOUS,
     LetterStatus.PRINT_NEEDED,
+    LetterStatus.PRINTED,
     LetterStatus.FAILED_PERMANENT,
 )
