@@ -19,6 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .config import Config, ConfigError, find_config_path, load_config
+from .preview import add_preview_parser, preview_command
+from .runner import LetterStateError
+from .send import add_send_parser, send_command
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -78,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         resolve.add_argument("--operator", default=None, help="who decides (default: $USER)")
         resolve.add_argument("--note", default="", help="why (e.g. 'customer confirmed')")
 
+    add_preview_parser(commands, [common])
+    add_send_parser(commands, [common])
+
     letters = commands.add_parser("letters", parents=[common], help="list letters by status")
     letters.add_argument("--status", default="ambiguous")
     letters.add_argument("--layout")
@@ -113,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"cobranca: configuration error:\n{exc}", file=sys.stderr)
         return EXIT_USAGE
+    except LetterStateError as exc:
+        print(f"cobranca: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except SQLAlchemyError as exc:
         from .runner import error_text
 
@@ -142,6 +151,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _resolve(config, args)
     if args.command == "letters":
         return _letters(config, args)
+    if args.command == "preview":
+        return preview_command(config, args, _today(config))
+    if args.command == "send":
+        return send_command(config, args, _today(config))
     raise AssertionError(args.command)
 
 
@@ -191,16 +204,12 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _resolve(config: Config, args: argparse.Namespace) -> int:
-    from .runner import LetterStateError, resolve_letter
+    from .runner import resolve_letter
 
     operator = args.operator or getpass.getuser()
-    try:
-        result = resolve_letter(
-            config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
-        )
-    except LetterStateError as exc:
-        print(f"cobranca: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    result = resolve_letter(
+        config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
+    )
     if args.command == "mark-sent":
         print(f"letter {args.letter} recorded as sent by {operator}")
         return EXIT_OK

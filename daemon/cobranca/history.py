@@ -429,6 +429,16 @@ class HistoryStore:
                     latest[key] = as_of
         return latest
 
+    def letters_of_day(self, layout: str, as_of: date) -> set[tuple[str, str]]:
+        """Customers who already have this layout's letter for that day (a failed one aside)."""
+        statement = select(LetterRecord.customer_code, LetterRecord.customer_store).where(
+            LetterRecord.layout == layout,
+            LetterRecord.as_of == as_of,
+            LetterRecord.status != LetterStatus.FAILED_TEMPORARY.value,
+        )
+        with self.engine.connect() as connection:
+            return {(code, store) for code, store in connection.execute(statement)}
+
     def record_plan(
         self,
         run_id: int,

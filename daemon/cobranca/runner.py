@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,9 @@ from .mail import build_message, new_message_id
 from .models import Disposition, LetterStatus, PlannedLetter
 from .plan import (
     SKIP_ALREADY_CLAIMED,
+    SKIP_CADENCE,
     SKIP_PAID_SINCE_PLAN,
+    SKIP_REASONS,
     cadence_window_start,
     plan_letter,
 )
@@ -578,3 +580,126 @@ def error_text(exc: BaseException) -> str:
     original = getattr(exc, "orig", None) or exc
     text = str(original).strip().splitlines()[0] if str(original).strip() else type(exc).__name__
     return f"{type(exc).__name__}: {text}"
+
+
+@dataclass(frozen=True)
+class HandSelection:
+    """What finance picked at the desk: customers (CODE or CODE/STORE) and/or título keys."""
+
+    customers: tuple[str, ...] = ()
+    title_keys: tuple[str, ...] = ()
+
+    def narrow(self) -> tuple[str, ...]:
+        """Customers to read: those named plus the owners of the named títulos."""
+        owners = tuple("/".join(key.split("|")[5:7]) for key in self.title_keys)
+        return self.customers + owners
+
+
+def plan_by_hand(
+    config: Config, layout: Layout, selection: HandSelection, as_of: date, *, force: bool
+) -> tuple[list[PlannedLetter], list[tuple[str, str]]]:
+    """The letters a desk command would make now, and who gets none (with why).
+
+    The same plan as the daemon's, cadence included; ``force`` overrides the cadence only —
+    the one-letter-per-layout-and-day rule stays.
+    """
+    if not selection.customers and not selection.title_keys:
+        raise LetterStateError("choose customers (--customer) or títulos (--title)")
+    source = ProtheusSource(config.source)
+    history = HistoryStore(config.history.engine_url())
+    letters: list[PlannedLetter] = []
+    refused: list[tuple[str, str]] = []
+    try:
+        last = history.last_letters(layout.name, cadence_window_start(layout, as_of), before=as_of)
+        today = history.letters_of_day(layout.name, as_of)
+        found: set[str] = set()
+        for group in source.customers_titles(layout.selection, as_of, selection.narrow()):
+            if selection.title_keys:
+                wanted = set(selection.title_keys)
+                group = replace(group, titles=tuple(t for t in group.titles if t.key in wanted))
+                found.update(t.key for t in group.titles)
+            customer = group.customer
+            if (customer.code, customer.store) in today:
+                refused.append((customer.key, "already has this layout's letter for the day "
+                                "(one a day, even with --force)"))  # fmt: skip
+                continue
+            letter = plan_letter(group, layout, as_of, last.get((customer.code, customer.store)))
+            if letter.disposition is Disposition.SKIP and letter.reason == SKIP_CADENCE and force:
+                letter = replace(plan_letter(group, layout, as_of, None),
+                                 reason="cadence overridden by hand")  # fmt: skip
+            if letter.disposition is Disposition.SKIP:
+                refused.append((customer.key, SKIP_REASONS.get(letter.reason, letter.reason)))
+            else:
+                letters.append(letter)
+        missing = [k for k in selection.title_keys if k not in found]
+        if missing:
+            raise LetterStateError(
+                f"not open títulos selected by layout {layout.name}: {', '.join(missing)}"
+            )
+        seen = {letter.customer.key for letter in letters} | {who for who, _ in refused}
+        for wanted_customer in selection.customers:
+            if not any(k == wanted_customer or k.split("/")[0] == wanted_customer for k in seen):
+                refused.append((wanted_customer, f"no open título selected by {layout.name}"))
+    finally:
+        source.close()
+        history.close()
+    return letters, refused
+
+
+def send_by_hand(
+    config: Config,
+    layout: Layout,
+    letters: Sequence[PlannedLetter],
+    *,
+    operator: str,
+    stop: threading.Event | None = None,
+) -> LayoutResult:
+    """Send letters planned at the desk through the daemon's own path: record, claim, send."""
+    as_of = letters[0].as_of if letters else date.today()
+    result = LayoutResult(layout.name, as_of, dry_run=False)
+    stop = stop or threading.Event()
+    history = HistoryStore(config.history.engine_url())
+    source = ProtheusSource(config.source)
+    transport = open_transport(config.delivery)
+    run = _Run(config, source, history, transport, stop, time.monotonic, stop.wait, "manual")
+    try:
+        templates = load_templates(
+            make_environment(config.templates_dir), layout.template, layout.subject
+        )
+        result.run_id = history.start_run(layout.name, as_of, "manual", config.digest)
+        ids = []
+        for letter in letters:
+            printing = letter.disposition is Disposition.PRINT
+            letter_id = history.record_manual(
+                result.run_id, letter,
+                status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
+                operator=operator, message_id=new_message_id(config.delivery),
+                transport="print" if printing else transport.name,
+                reason=f"by hand ({operator}){': ' + letter.reason if letter.reason else ''}",
+            )  # fmt: skip
+            if letter_id is None:
+                result.skipped[SKIP_ALREADY_CLAIMED] += 1
+            elif printing:
+                result.print_needed += 1
+                result.prints.append((letter.customer.key, letter.reason))
+            else:
+                result.planned += 1
+                ids.append(letter_id)
+        with transport:
+            for letter_id in ids:
+                if stop.is_set():
+                    result.interrupted = True
+                    break
+                claimed = history.claim_for_sending(letter_id)
+                if claimed is not None:
+                    deliver_claimed(run, layout, claimed, templates, result)
+    except _StopLayout as exc:
+        result.error = str(exc)
+    except (SQLAlchemyError, SourceError, DeliveryError) as exc:
+        result.error = error_text(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+    finally:
+        if result.run_id is not None:
+            _finish_run(history, result)
+        source.close()
+        history.close()
+    return result
