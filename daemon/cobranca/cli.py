@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .config import Config, ConfigError, find_config_path, load_config
+from .listing import add_titles_parser, titles_command
 from .preview import add_preview_parser, preview_command
 from .runner import LetterStateError
 from .send import add_send_parser, send_command
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_preview_parser(commands, [common])
     add_send_parser(commands, [common])
+    add_titles_parser(commands, [common])
 
     letters = commands.add_parser("letters", parents=[common], help="list letters by status")
     letters.add_argument("--status", default="ambiguous")
@@ -155,6 +157,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return preview_command(config, args, _today(config))
     if args.command == "send":
         return send_command(config, args, _today(config))
+    if args.command == "titles":
+        return titles_command(config, args)
     raise AssertionError(args.command)
 
 

@@ -446,6 +446,11 @@ class Layout(Model):
     cadence_days: int = Field(
         7, ge=1, description="Days before the same customer may get this layout again."
     )
+    attach_pdf: StrictBool = Field(
+        False,
+        description="Attach the letter as a PDF too (the printed letter), for customers whose "
+        "accounts-payable department files letters.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -30,7 +30,9 @@ def build_message(
     message_id: str,
     sent_at: datetime,
     layout: str,
+    attachments: Sequence[tuple[str, bytes]] = (),
 ) -> EmailMessage:
+    """multipart/alternative (text + HTML), inside multipart/mixed when PDFs are attached."""
     message = EmailMessage(policy=SMTP)
     local, domain = delivery.from_address.rsplit("@", 1)
     message["From"] = Address(display_name=delivery.from_name, username=local, domain=domain)
@@ -45,4 +47,6 @@ def build_message(
     # quoted-printable keeps the stored .eml and the server's copy readable by a person.
     message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for filename, content in attachments:
+        message.add_attachment(content, maintype="application", subtype="pdf", filename=filename)
     return message

@@ -137,7 +137,7 @@ def to_money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(CENTS, ROUND_HALF_UP)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def trimmed(value: str | None) -> str:

@@ -7,8 +7,11 @@ one customer at a time, so memory stays flat however large SE1 is.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -45,6 +48,90 @@ class SourceError(Exception):
     """The ERP database could not be read; the message never contains a password."""
 
 
+_CUSTOMER_KEY = re.compile(r"[^/\s]+(/[^/\s]+)?")
+_KEY_PARTS = ("E1_FILIAL", "E1_PREFIXO", "E1_NUM", "E1_PARCELA", "E1_TIPO", "E1_CLIENTE", "E1_LOJA")
+MAX_FILTER_DAYS = 36_500  # as the config's day windows: wider is a typo, and overflows dates
+NOTHING_OWED = "nothing owed after abatements"
+
+
+@dataclass(frozen=True)
+class TitleFilter:
+    """Which open títulos `cobranca titles` lists; every field narrows, empty means "all".
+
+    ``customers`` are CODE or CODE/STORE; ``name_contains`` is a case-insensitive fragment of
+    A1_NOME or A1_NREDUZ, matched literally (``%`` and ``_`` are not wildcards); ``due_from`` /
+    ``due_to`` bound the real due date E1_VENCREA; ``days_late_min`` / ``days_late_max`` bound
+    days_from_due = as_of − E1_VENCREA (negative: not yet due); ``min_balance`` applies to the
+    balance net of abatements; ``title_keys`` are Protheus key strings
+    ``filial|prefixo|num|parcela|tipo|cliente|loja``. Raises ValueError for a filter that
+    cannot be right (a bad key, a reversed range).
+    """
+
+    customers: tuple[str, ...] = ()
+    name_contains: str = ""
+    branches: tuple[str, ...] = ()
+    due_from: date | None = None
+    due_to: date | None = None
+    days_late_min: int | None = None
+    days_late_max: int | None = None
+    min_balance: Decimal = Decimal("0.00")
+    types: tuple[str, ...] = ()
+    situations: tuple[str, ...] = ()
+    title_keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("customers", "branches", "types", "situations", "title_keys"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} must be a sequence of strings, not one string")
+            object.__setattr__(self, name, tuple(str(v).strip() for v in value))
+        for key in self.customers:
+            if not _CUSTOMER_KEY.fullmatch(key):
+                raise ValueError(f"customer {key!r} is not CODE or CODE/STORE")
+        keys = tuple(_normal_title_key(key) for key in self.title_keys)
+        object.__setattr__(self, "title_keys", keys)
+        if self.due_from and self.due_to and self.due_from > self.due_to:
+            raise ValueError(
+                f"due-from {self.due_from.isoformat()} is after due-to {self.due_to.isoformat()}"
+            )
+        for name in ("days_late_min", "days_late_max"):
+            value = getattr(self, name)
+            if value is not None and abs(value) > MAX_FILTER_DAYS:
+                raise ValueError(f"{name} {value} is beyond ±{MAX_FILTER_DAYS} days")
+        low, high = self.days_late_min, self.days_late_max
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"days-late-min ({low}) is greater than days-late-max ({high})")
+        try:
+            minimum = Decimal(self.min_balance)
+        except (InvalidOperation, TypeError, ValueError):
+            raise ValueError(f"min_balance {self.min_balance!r} is not an amount") from None
+        if not minimum.is_finite() or minimum < 0:
+            raise ValueError(f"min_balance must be zero or more, got {self.min_balance}")
+        object.__setattr__(self, "min_balance", minimum)
+
+    def due_window(self, as_of: date) -> tuple[date | None, date | None]:
+        """(earliest, latest) real due date this filter accepts on ``as_of``."""
+        earliest, latest = self.due_from, self.due_to
+        if self.days_late_max is not None:
+            bound = as_of - timedelta(days=self.days_late_max)
+            earliest = max(earliest, bound) if earliest else bound
+        if self.days_late_min is not None:
+            bound = as_of - timedelta(days=self.days_late_min)
+            latest = min(latest, bound) if latest else bound
+        return earliest, latest
+
+
+def _normal_title_key(key: str) -> str:
+    parts = [part.strip() for part in key.split("|")]
+    if len(parts) != len(_KEY_PARTS):
+        raise ValueError(
+            f"título key {key!r} must have 7 parts: filial|prefixo|num|parcela|tipo|cliente|loja"
+        )
+    if not all(parts[2:3] + parts[4:]):
+        raise ValueError(f"título key {key!r}: num, tipo, cliente and loja cannot be blank")
+    return "|".join(parts)
+
+
 class ProtheusSource:
     """SE1/SA1 through SQLAlchemy Core. Works on any database SQLAlchemy reaches."""
 
@@ -77,7 +164,29 @@ class ProtheusSource:
         top of the selection: ``recnos`` re-reads a planned letter's títulos just before it
         goes out, by primary key, so a título paid since the plan drops out.
         """
-        statement = self.statement(selection, as_of, customers, recnos)
+        return self._stream(self.statement(selection, as_of, customers, recnos), as_of)
+
+    def open_titles(self, filter: TitleFilter, as_of: date) -> Iterator[CustomerTitles]:
+        """Open títulos matching ``filter``, customer by customer (finance's list).
+
+        The same reading as a layout's (live, collectible, abatements subtracted, unreadable
+        rows reported in ``rejected``), narrowed by the filter instead of a selection; a
+        título with nothing owed after abatements is reported, one below
+        ``filter.min_balance`` (net) is left out. A customer is yielded when it has títulos
+        or rejected rows.
+        """
+        minimum = filter.min_balance
+        for group in self._stream(self.filter_statement(filter, as_of), as_of):
+            titles = tuple(
+                t for t in group.titles if t.net_balance > 0 and t.net_balance >= minimum
+            )
+            rejected = group.rejected + tuple(
+                (t.key, NOTHING_OWED) for t in group.titles if t.net_balance <= 0
+            )
+            if titles or rejected:
+                yield CustomerTitles(customer=group.customer, titles=titles, rejected=rejected)
+
+    def _stream(self, statement: Select, as_of: date) -> Iterator[CustomerTitles]:
         with self.engine.connect() as connection:
             result = connection.execution_options(
                 stream_results=True, yield_per=self.config.fetch_size
@@ -99,6 +208,12 @@ class ProtheusSource:
         customers: Sequence[str] = (),
         recnos: Sequence[int] = (),
     ) -> Select:
+        return self._statement(self._conditions(selection, as_of, customers, recnos))
+
+    def filter_statement(self, filter: TitleFilter, as_of: date) -> Select:
+        return self._statement(self._filter_conditions(filter, as_of))
+
+    def _statement(self, conditions: Sequence[ColumnElement[bool]]) -> Select:
         se1, sa1 = self.se1, self.sa1
         c, a = se1.c, sa1.c
         join_on = and_(
@@ -120,7 +235,7 @@ class ProtheusSource:
         return (
             select(*labelled, self._abatement_sum().label("abatements"))
             .select_from(se1.join(sa1, join_on))
-            .where(*self._conditions(selection, as_of, customers, recnos))
+            .where(*conditions)
             .order_by(
                 c.E1_CLIENTE, c.E1_LOJA, c.E1_VENCREA, c.E1_FILIAL, c.E1_PREFIXO, c.E1_NUM,
                 c.E1_PARCELA, c.E1_TIPO,
@@ -146,6 +261,36 @@ class ProtheusSource:
             .scalar_subquery()
         )
 
+    def _open_conditions(
+        self, min_balance: Decimal, earliest: date | None, latest: date | None
+    ) -> list[ColumnElement[bool]]:
+        """What every read shares: live, open, collectible rows in a window of real due dates.
+
+        Rows that are bad data (a negative balance, a blank or implausible real due date) are
+        read whatever the window, so that they are reported rather than silently ignored.
+        """
+        c = self.se1.c
+        window: list[ColumnElement[bool]] = [c.E1_VENCREA >= _FIRST_DATE]
+        if earliest is not None:
+            window.append(c.E1_VENCREA >= _date_bound(earliest))
+        if latest is not None:
+            window.append(c.E1_VENCREA <= _date_bound(latest))
+        return [
+            c.D_E_L_E_T_ != protheus.DELETED,
+            # Open títulos whose gross balance can reach the minimum (gross ≥ net, so this only
+            # prefilters; half a cent of slack keeps a float saldo such as 133.32999… that is
+            # worth R$ 133,33; the exact test is on the net balance). Negative balances are
+            # read too, to be reported as bad data rather than silently ignored.
+            or_(
+                c.E1_SALDO < 0,
+                and_(c.E1_SALDO > 0, c.E1_SALDO >= float(min_balance) - 0.005),
+            ),
+            not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
+            func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
+            # In the window of real due dates; a blank due date is read to be reported.
+            or_(and_(*window), c.E1_VENCREA < _FIRST_DATE, c.E1_VENCREA > _LAST_DATE),
+        ]
+
     def _conditions(
         self,
         selection: Selection,
@@ -154,38 +299,20 @@ class ProtheusSource:
         recnos: Sequence[int],
     ) -> list[ColumnElement[bool]]:
         c, a = self.se1.c, self.sa1.c
-        window: list[ColumnElement[bool]] = [c.E1_VENCREA >= _FIRST_DATE]
-        if selection.days.max is not None:
-            earliest = as_of - timedelta(days=selection.days.max)
-            window.append(c.E1_VENCREA >= protheus.format_date(earliest))
-        if selection.days.min is not None:
-            latest = as_of - timedelta(days=selection.days.min)
-            window.append(c.E1_VENCREA <= protheus.format_date(latest))
-        conditions: list[ColumnElement[bool]] = [
-            c.D_E_L_E_T_ != protheus.DELETED,
-            # Open títulos whose gross balance can reach the minimum (gross ≥ net, so this only
-            # prefilters; half a cent of slack keeps a float saldo such as 133.32999… that is
-            # worth R$ 133,33; the exact test is on the net balance). Negative balances are
-            # read too, to be reported as bad data rather than silently ignored.
-            or_(
-                c.E1_SALDO < 0,
-                and_(c.E1_SALDO > 0, c.E1_SALDO >= float(selection.min_balance) - 0.005),
-            ),
-            not_(c.E1_TIPO.like(protheus.ABATEMENT_TYPE_PATTERN)),
-            func.rtrim(c.E1_TIPO).not_in(protheus.NEVER_COLLECTED_TYPES),
-            # In the layout's window of real due dates; a blank due date is read to be reported.
-            or_(and_(*window), c.E1_VENCREA < _FIRST_DATE, c.E1_VENCREA > _LAST_DATE),
-        ]
+        days = selection.days
+        earliest = as_of - timedelta(days=days.max) if days.max is not None else None
+        latest = as_of - timedelta(days=days.min) if days.min is not None else None
+        conditions = self._open_conditions(selection.min_balance, earliest, latest)
         if recnos:
             conditions.append(c.R_E_C_N_O_.in_(recnos))
         if selection.branches:
-            conditions.append(func.rtrim(c.E1_FILIAL).in_(selection.branches))
+            conditions.append(_trimmed_in(c.E1_FILIAL, selection.branches))
         if selection.types.include:
-            conditions.append(func.rtrim(c.E1_TIPO).in_(selection.types.include))
+            conditions.append(_trimmed_in(c.E1_TIPO, selection.types.include))
         if selection.types.exclude:
-            conditions.append(func.rtrim(c.E1_TIPO).not_in(selection.types.exclude))
+            conditions.append(not_(_trimmed_in(c.E1_TIPO, selection.types.exclude)))
         if selection.situations:
-            conditions.append(func.rtrim(c.E1_SITUACA).in_(selection.situations))
+            conditions.append(_trimmed_in(c.E1_SITUACA, selection.situations))
         if selection.customers.include:
             conditions.append(self._customer_match(selection.customers.include))
         if selection.customers.exclude:
@@ -195,6 +322,49 @@ class ProtheusSource:
         if selection.skip_blocked:
             conditions.append(a.A1_MSBLQL != "1")
         return conditions
+
+    def _filter_conditions(self, filter: TitleFilter, as_of: date) -> list[ColumnElement[bool]]:
+        c, a = self.se1.c, self.sa1.c
+        conditions = self._open_conditions(filter.min_balance, *filter.due_window(as_of))
+        if filter.customers:
+            conditions.append(self._customer_match(filter.customers))
+        if filter.name_contains:
+            pattern = f"%{self._like_escaped(filter.name_contains)}%"
+            conditions.append(
+                or_(
+                    a.A1_NOME.ilike(pattern, escape=_LIKE_ESCAPE),
+                    a.A1_NREDUZ.ilike(pattern, escape=_LIKE_ESCAPE),
+                )
+            )
+        if filter.branches:
+            conditions.append(_trimmed_in(c.E1_FILIAL, filter.branches))
+        if filter.types:
+            conditions.append(_trimmed_in(c.E1_TIPO, filter.types))
+        if filter.situations:
+            conditions.append(_trimmed_in(c.E1_SITUACA, filter.situations))
+        if filter.title_keys:
+            columns = [c[name] for name in _KEY_PARTS]
+            conditions.append(
+                or_(
+                    *(
+                        and_(*(_trimmed_in(col, (part,)) for col, part in
+                               zip(columns, key.split("|"), strict=True)))
+                        for key in filter.title_keys
+                    )
+                )
+            )  # fmt: skip
+        return conditions
+
+    def _like_escaped(self, text: str) -> str:
+        """``text`` as a literal inside a LIKE pattern (its wildcards are not wildcards).
+
+        SQL Server also takes ``[`` as a wildcard (a character class); Oracle refuses an escape
+        character before anything but ``%``, ``_`` or itself, so ``[`` is escaped there only.
+        """
+        specials = {_LIKE_ESCAPE, "%", "_"}
+        if self.engine.dialect.name == "mssql":
+            specials.add("[")
+        return "".join(_LIKE_ESCAPE + ch if ch in specials else ch for ch in text)
 
     def _customer_match(self, keys: Sequence[str]) -> ColumnElement[bool]:
         c = self.se1.c
@@ -222,6 +392,28 @@ class ProtheusSource:
 
 _FIRST_DATE = "19000101"  # below it: blank or garbage dates
 _LAST_DATE = "21001231"  # above it: garbage (e.g. day-first 31122025) or a typo
+_LIKE_ESCAPE = "/"
+
+
+def _date_bound(day: date) -> str:
+    """A window bound as YYYYMMDD, kept within the plausible dates (the window's own limits)."""
+    return protheus.format_date(min(max(day, date(1900, 1, 1)), date(2100, 12, 31)))
+
+
+def _trimmed_in(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """The trimmed column is one of ``values``; a blank value matches a blank (padded) field.
+
+    Oracle turns a trimmed blank into NULL ('' is NULL there), so blank is tested both ways.
+    """
+    wanted = tuple(values)
+    filled = tuple(v for v in wanted if v)
+    trimmed = func.rtrim(column)
+    tests: list[ColumnElement[bool]] = []
+    if filled:
+        tests.append(trimmed == filled[0] if len(filled) == 1 else trimmed.in_(filled))
+    if len(filled) < len(wanted):
+        tests += [trimmed == "", trimmed.is_(None)]
+    return or_(*tests) if len(tests) > 1 else tests[0]
 
 
 def _row_key(row: Row[Any]) -> str:
