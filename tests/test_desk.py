@@ -171,3 +171,35 @@ def _groups(path: Path) -> list[Any]:
         return list(source.customers_titles(config.layout("primeiro-aviso").selection, AS_OF))
     finally:
         source.close()
+
+
+def test_attach_pdf_adds_the_printed_letter_to_the_email(
+    demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    from io import BytesIO
+
+    from pypdf import PdfReader
+
+    layouts = [{**LAYOUTS[1], "attach_pdf": True}]
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=demo_sqlite, history_url=f"sqlite:///{tmp_path / 'h.db'}",
+                    smtp=smtp_server, layouts=layouts),
+    )  # fmt: skip
+    config = load_config(path)
+    assert run_layouts(config, as_of=AS_OF).ok
+    assert smtp_server.received
+    history = HistoryStore(config.history.engine_url())
+    by_id = {r.message_id: r for r in history.letters()}
+    history.close()
+    for mail in smtp_server.received:
+        record = by_id[str(mail.message["Message-ID"]).strip()]
+        (attachment,) = list(mail.message.iter_attachments())
+        assert attachment.get_content_type() == "application/pdf"
+        assert attachment.get_filename().startswith("carta-primeiro-aviso-")
+        text = "".join(p.extract_text() for p in PdfReader(BytesIO(attachment.get_content())).pages)
+        html = mail.message.get_body(("html",)).get_content()
+        assert "TÍTULOS VENCIDOS" in text.upper()
+        assert record.customer_name.split()[0] in text
+        assert all(t.title_key.split("|")[2] in text for t in record.titles)
+        assert mail.message.get_body(("plain",)) is not None and html

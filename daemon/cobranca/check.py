@@ -42,14 +42,17 @@ def sample_letter(layout: str, as_of: date) -> PlannedLetter:
 
 def check_templates(config: Config, today: date) -> list[str]:
     """Every template problem of every layout, as 'file:line: message' lines."""
+    from .pdf import PdfRenderer
+
     env = make_environment(config.templates_dir)
+    printer = PdfRenderer(config, env)
     problems: list[str] = []
     for index, layout in enumerate(config.layouts):
         try:
+            sample = sample_letter(layout.name, today)
             templates = load_templates(env, layout.template, layout.subject)
-            templates.render(
-                letter_context(sample_letter(layout.name, today), config.creditor.model_dump())
-            )
+            templates.render(letter_context(sample, config.creditor.model_dump()))
+            printer.html(sample)  # the printed letter too (HTML only: fast)
         except TemplateProblem as exc:
             if exc.filename == "subject":
                 where = config.where(("layouts", index, "subject"))

@@ -21,6 +21,7 @@ from . import __version__
 from .config import Config, ConfigError, find_config_path, load_config
 from .listing import add_titles_parser, titles_command
 from .preview import add_preview_parser, preview_command
+from .printing import add_print_parser, print_command
 from .runner import LetterStateError
 from .send import add_send_parser, send_command
 
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_preview_parser(commands, [common])
     add_send_parser(commands, [common])
     add_titles_parser(commands, [common])
+    add_print_parser(commands, [common])
 
     letters = commands.add_parser("letters", parents=[common], help="list letters by status")
     letters.add_argument("--status", default="ambiguous")
@@ -159,6 +161,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return send_command(config, args, _today(config))
     if args.command == "titles":
         return titles_command(config, args)
+    if args.command == "print":
+        return print_command(config, args)
     raise AssertionError(args.command)
 
 

@@ -472,7 +472,7 @@ class HistoryStore:
             "updated_at": now,
             "holder": "",
             "claimed_at": None,
-            "sent_at": None,
+            "sent_at": utcnow() if status is LetterStatus.PRINTED else None,
         }
         try:
             with Session(self.engine) as session, session.begin():

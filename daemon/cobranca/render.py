@@ -194,11 +194,11 @@ class LetterTemplates:
     text: jinja2.Template
 
     def render(self, context: Mapping[str, Any]) -> RenderedLetter:
-        subject = clean_subject(_render(self.subject, context))
+        subject = clean_subject(render_template(self.subject, context))
         return RenderedLetter(
             subject=subject,
-            html=_render(self.html, {**context, "subject": subject}),
-            text=_render(self.text, {**context, "subject": subject}),
+            html=render_template(self.html, {**context, "subject": subject}),
+            text=render_template(self.text, {**context, "subject": subject}),
         )
 
 
@@ -208,20 +208,20 @@ def load_templates(
     """Compile a layout's templates; raise TemplateProblem naming the file and line."""
     html_name, text_name = template_names(template)
     return LetterTemplates(
-        subject=_compile_string(env, subject, "subject"),
-        html=_load(env, html_name),
-        text=_load(env, text_name),
+        subject=compile_string(env, subject, "subject"),
+        html=load_template(env, html_name),
+        text=load_template(env, text_name),
     )
 
 
-def _compile_string(env: ImmutableSandboxedEnvironment, source: str, label: str) -> jinja2.Template:
+def compile_string(env: ImmutableSandboxedEnvironment, source: str, label: str) -> jinja2.Template:
     try:
         return env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateProblem(f"syntax error: {exc.message}", label) from exc
 
 
-def _load(env: ImmutableSandboxedEnvironment, name: str) -> jinja2.Template:
+def load_template(env: ImmutableSandboxedEnvironment, name: str) -> jinja2.Template:
     try:
         return env.get_template(name)
     except jinja2.TemplateNotFound as exc:
@@ -235,7 +235,7 @@ def _load(env: ImmutableSandboxedEnvironment, name: str) -> jinja2.Template:
         ) from exc
 
 
-def _render(template: jinja2.Template, context: Mapping[str, Any]) -> str:
+def render_template(template: jinja2.Template, context: Mapping[str, Any]) -> str:
     try:
         return template.render(context)
     except jinja2.UndefinedError as exc:

@@ -428,9 +428,22 @@ def deliver_claimed(
         result.failed += 1
         result.failures.append((who, reason))
         return
+    attachments: list[tuple[str, bytes]] = []
+    if layout.attach_pdf:
+        from .pdf import PdfError, render_pdf_one
+
+        try:
+            name = f"carta-{layout.name}-{claimed.customer_code}-{claimed.customer_store}.pdf"
+            attachments.append((name, render_pdf_one(letter, run.config)))
+        except (PdfError, TemplateProblem) as exc:
+            reason = f"PDF attachment failed: {exc}"
+            history.finish_letter(claimed.id, LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
+            result.failed += 1
+            result.failures.append((who, reason))
+            return
     message = build_message(
         rendered, letter.recipients, run.config.delivery, claimed.message_id,
-        datetime.now(run.config.zone), layout.name,
+        datetime.now(run.config.zone), layout.name, attachments,
     )  # fmt: skip
     outcome = _send_with_retries(run, message, letter.recipients)
     history.finish_letter(claimed.id, outcome, subject=rendered.subject, titles=letter.titles)

@@ -196,6 +196,8 @@ class ProtheusSource:
 
     def reread(self, selection: Selection, as_of: date, recnos: Sequence[int]) -> CustomerTitles:
         """A planned letter's títulos as they are now (an empty group when all were paid)."""
+        if not recnos:
+            return CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]
         groups = list(self.customers_titles(selection, as_of, recnos=recnos))
         if not groups:
             return CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]

@@ -1,0 +1,265 @@
+"""Printed letters (cobranca.pdf + templates/impressa): content, escaping, pages and the window."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from pdfminer.high_level import extract_pages
+from pdfminer.layout import LTTextContainer, LTTextLine
+from pypdf import PdfReader
+
+from cobranca.config import Config, load_config
+from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
+from cobranca.pdf import PdfRenderer, render_pdf, render_pdf_one
+from cobranca.render import TemplateProblem, money
+from conftest import TEMPLATES, config_data, write_config
+
+AS_OF = date(2026, 12, 4)
+HOSTILE = '<b>Bar & "Zé"</b>'
+CREDITOR_CNPJ = "11.444.777/0001-61"  # conftest's creditor, formatted
+MM = 72 / 25.4  # PDF points per millimetre
+
+
+def title(number: str, days_from_due: int, value: str, *, installment: str = "") -> Title:
+    due = AS_OF - timedelta(days=days_from_due)
+    return Title(
+        branch="01", prefix="NF", number=number, installment=installment, type="NF",
+        customer_code="000123", customer_store="01", issue_date=due - timedelta(days=30),
+        due_date=due, real_due_date=due, value=Decimal(value), balance=Decimal(value),
+        abatements=Decimal("0.00"), situation="0", days_from_due=days_from_due,
+        days_late=max(days_from_due, 0),
+    )  # fmt: skip
+
+
+def letter(
+    name: str, titles: tuple[Title, ...], *, code: str = "000123", layout: str = "primeiro-aviso"
+) -> PlannedLetter:
+    customer = Customer(
+        code=code, store="01", name=name, short_name=name[:20], tax_id="98765432000198",
+        person_type="J", raw_emails="",
+        address=Address("Rua das Flores, 123 - Sala 12", "Jardim Chapadão", "Campinas", "SP",
+                        "13070000"),
+        blocked=False,
+    )  # fmt: skip
+    return PlannedLetter(
+        layout=layout, as_of=AS_OF, customer=customer, titles=titles, recipients=(),
+        disposition=Disposition.PRINT, reason="no e-mail address",
+    )  # fmt: skip
+
+
+OVERDUE = title("000001001", 10, "1234.56", installment="A")
+OVERDUE_2 = title("000001002", 5, "98765.40")
+COMING = title("000001003", -2, "89.90")
+SAMPLE = letter("Supermercado São Jorge Ltda", (OVERDUE, OVERDUE_2, COMING))
+MANY = letter(
+    "Transportadora Nossa Senhora Ltda",
+    tuple(title(f"{2000 + i:09d}", 40 - i, f"{100 + i}.{i:02d}") for i in range(30)),
+    code="000456",
+)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    data = config_data(
+        source_url=f"sqlite:///{tmp_path / 'none.db'}",
+        history_url=f"sqlite:///{tmp_path / 'history.db'}",
+        outbox=tmp_path / "outbox",
+    )
+    return load_config(write_config(tmp_path / "cobranca.yaml", data))
+
+
+def pages_text(pdf: bytes) -> list[str]:
+    """Each page's text, no-break spaces as plain spaces."""
+    reader = PdfReader(io.BytesIO(pdf))
+    return [(page.extract_text() or "").replace("\xa0", " ") for page in reader.pages]
+
+
+def brl(value: Decimal) -> str:
+    return money(value).replace("\xa0", " ")
+
+
+def test_letter_has_customer_creditor_titles_and_amounts_in_pt_br(config: Config) -> None:
+    pdf = render_pdf_one(SAMPLE, config)
+    assert pdf.startswith(b"%PDF-")
+    text = "\n".join(pages_text(pdf))
+    assert SAMPLE.customer.name in text
+    assert f"CNPJ {CREDITOR_CNPJ}" in text
+    assert "Avenida Paulista, 1000" in text
+    assert "São Paulo, 4 de dezembro de 2026." in text
+    assert "Aviso de pagamento pendente" in text  # the layout's own texts (textos/primeiro-aviso)
+    for t in SAMPLE.titles:
+        assert t.number in text
+        assert brl(t.value) in text
+    assert "R$ 98.765,40" in text  # thousands dot, decimal comma
+    assert brl(SAMPLE.total) in text
+    assert "Títulos vencidos" in text and "Títulos a vencer" in text
+    assert "Página 1 de 1" in text
+
+
+def test_merged_pdf_starts_each_letter_on_a_new_page(config: Config) -> None:
+    letters = [SAMPLE, MANY, letter("Padaria Bom Jesus ME", (COMING,), code="000789")]
+    pdf = render_pdf(letters, config)
+    pages = pages_text(pdf)
+    assert len(pages) >= len(letters)
+    first_pages = [i for i, text in enumerate(pages) if "Página 1 de" in text]
+    assert len(first_pages) == len(letters)
+    for index, item in zip(first_pages, letters, strict=True):
+        assert item.customer.name in pages[index]
+        assert f"{item.customer.code} / loja" in pages[index]
+    # Every page of a letter names only that letter's customer.
+    bounds = [*first_pages, len(pages)]
+    for item, start, end in zip(letters, bounds, bounds[1:], strict=False):
+        for text in pages[start:end]:
+            others = [x.customer.name for x in letters if x is not item]
+            assert not any(name in text for name in others)
+
+
+def test_many_titles_continue_on_numbered_pages_with_the_header_repeated(config: Config) -> None:
+    pages = pages_text(render_pdf_one(MANY, config))
+    assert len(pages) == 2
+    assert "Página 1 de 2" in pages[0] and "Página 2 de 2" in pages[1]
+    assert all("Valor original" in text for text in pages)  # the table header on each page
+    assert "(continuação)" in pages[1] and MANY.customer.name in pages[1]
+    text = "\n".join(pages)
+    for t in MANY.titles:
+        assert t.number in text
+    assert "Total vencido (30 títulos)" in text
+    assert brl(MANY.total) in text
+
+
+def test_hostile_name_is_printed_literally_and_no_markup_leaks(config: Config) -> None:
+    hostile = letter(HOSTILE, (OVERDUE,))
+    text = "\n".join(pages_text(render_pdf_one(hostile, config)))
+    assert text.count(HOSTILE) >= 2  # the window and the greeting
+    assert "<" not in text.replace(HOSTILE, "")
+    assert ">" not in text.replace(HOSTILE, "")
+    assert "&amp;" not in text and "&lt;" not in text and "&quot;" not in text
+
+
+def _text_lines(pdf: bytes) -> list[tuple[str, float, float, float, float]]:
+    """First page's text lines: (text, left, top, right, bottom) in mm from the top-left corner."""
+    page = next(extract_pages(io.BytesIO(pdf)))
+    lines = []
+    for box in page:
+        if isinstance(box, LTTextContainer):
+            for line in box:
+                if isinstance(line, LTTextLine):
+                    x0, y0, x1, y1 = line.bbox
+                    lines.append((line.get_text().strip(), x0 / MM, (page.height - y1) / MM,
+                                  x1 / MM, (page.height - y0) / MM))  # fmt: skip
+    return lines
+
+
+def test_address_sits_in_the_window_of_a_dl_envelope(config: Config) -> None:
+    pdf = render_pdf_one(SAMPLE, config)
+    lines = _text_lines(pdf)
+    name = [line for line in lines if line[0] == SAMPLE.customer.name]
+    assert len(name) == 1, lines
+    _, left, top, _, _ = name[0]
+    assert 15 <= left <= 30 and 40 <= top <= 60, name[0]
+    # The whole address block fits the window (left 20 mm, top 45 mm, 90 x 45 mm, some slack).
+    block = ["Rua das Flores, 123 - Sala 12", "Jardim Chapadão", "13070-000 Campinas – SP"]
+    for wanted in block:
+        found = [line for line in lines if line[0] == wanted]
+        assert len(found) == 1, (wanted, lines)
+        _, left, top, right, bottom = found[0]
+        assert left >= 15 and right <= 112 and top >= 45 and bottom <= 92, found[0]
+    # Nothing else is printed inside the window.
+    window = [line for line in lines if line[1] < 105 and 50 <= line[2] and line[4] <= 90]
+    assert {line[0] for line in window} == {SAMPLE.customer.name, *block}
+
+
+def test_a_layout_can_have_its_own_print_template(config: Config, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    own = templates / "impressa" / "primeiro-aviso.html.j2"
+    own.write_text("<html><body><p>Carta própria para {{ customer.name }}</p></body></html>")
+    custom = config.model_copy(update={"templates_dir": templates})
+    text = "\n".join(pages_text(render_pdf_one(SAMPLE, custom)))
+    assert f"Carta própria para {SAMPLE.customer.name}" in text
+    other = letter("Cliente do Lembrete", (COMING,), layout="lembrete-vencimento")
+    assert "Lembrete de vencimento" in "\n".join(pages_text(render_pdf_one(other, custom)))
+
+
+def test_missing_texts_are_named(config: Config, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    (templates / "textos" / "primeiro-aviso.j2").unlink()
+    custom = config.model_copy(update={"templates_dir": templates})
+    with pytest.raises(TemplateProblem, match=r"textos/primeiro-aviso\.j2"):
+        render_pdf_one(SAMPLE, custom)
+
+
+class _CountingHandler(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web_server() -> Iterator[tuple[str, list[str]]]:
+    _CountingHandler.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CountingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", _CountingHandler.hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_templates_cannot_fetch_urls_or_read_files(
+    config: Config, tmp_path: Path, web_server: tuple[str, list[str]]
+) -> None:
+    base, hits = web_server
+    # A local file the server can read: were it loaded, its rule would print SEGREDO.
+    secret = tmp_path / "secret.css"
+    secret.write_text('h1::before { content: "SEGREDO"; }\np { display: none; }')
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    carta = templates / "impressa" / "carta.html.j2"
+    source = carta.read_text(encoding="utf-8")
+    source = source.replace(
+        "<style>",
+        f'<link rel="stylesheet" href="{base}/estilo.css">\n'
+        f'<link rel="stylesheet" href="file://{secret}"><link rel="stylesheet" href="{secret}">\n'
+        f"<style>\n@import url({base}/import.css);\n@import url(file://{secret});\n"
+        f"@font-face {{ font-family: X; src: url({base}/fonte.ttf); }}\n",
+    ).replace(
+        "<h1>",
+        f'<img src="{base}/logo.png"><img src="file://{secret}">'
+        f'<pdf:insertpdf src="{base}/anexo.pdf"/><h1>',
+    )
+    carta.write_text(source, encoding="utf-8")
+    custom = config.model_copy(update={"templates_dir": templates})
+    text = "\n".join(pages_text(render_pdf_one(SAMPLE, custom)))
+    assert SAMPLE.customer.name in text  # the letter still comes out
+    assert hits == []
+    assert "SEGREDO" not in text
+
+
+def test_renderer_reuses_compiled_templates_across_letters(config: Config) -> None:
+    renderer = PdfRenderer(config)
+    html = renderer.html(SAMPLE)
+    assert renderer.html(SAMPLE) == html
+    assert "&lt;" not in html  # nothing to escape in this sample
+    hostile_html = renderer.html(letter(HOSTILE, (OVERDUE,)))
+    assert "&lt;b&gt;Bar &amp; &#34;Zé&#34;&lt;/b&gt;" in hostile_html
+    assert re.search(r"<b>Bar", hostile_html) is None
