@@ -203,3 +203,31 @@ def test_attach_pdf_adds_the_printed_letter_to_the_email(
         assert record.customer_name.split()[0] in text
         assert all(t.title_key.split("|")[2] in text for t in record.titles)
         assert mail.message.get_body(("plain",)) is not None and html
+
+
+def test_send_with_the_filters_of_titles(
+    desk: Path, smtp_server: SmtpServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    groups = [g for g in _groups(desk) if g.customer.raw_emails.count("@") == 1]
+    target = groups[0]
+    fragment = (
+        target.customer.name.split()[-2]
+        if len(target.customer.name.split()) > 1
+        else (target.customer.name)
+    )
+    matching = [g for g in groups if fragment.lower() in g.customer.name.lower()]
+    assert cli("send", "primeiro-aviso", "--name", fragment, "--days-late-min", "1", "--yes",
+               "--config", str(desk), "--as-of", AS_OF.isoformat()) == 0  # fmt: skip
+    received = {str(m.message["To"]) for m in smtp_server.received}
+    assert received == {g.customer.raw_emails.strip().lower() for g in matching}
+
+
+def test_preview_pdf_writes_a_pdf(desk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pypdf import PdfReader
+
+    group = customer_with_letter(desk)
+    assert cli("preview", "primeiro-aviso", "--customer", group.customer.key, "--format", "pdf",
+               "--config", str(desk), "--as-of", AS_OF.isoformat()) == 0  # fmt: skip
+    pdf = Path(capsys.readouterr().out.strip())
+    text = "".join(page.extract_text() for page in PdfReader(str(pdf)).pages)
+    assert group.titles[0].number in text

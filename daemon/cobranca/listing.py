@@ -421,15 +421,8 @@ def _listed(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
 
 
-def add_titles_parser(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> Any:
-    """Add the `titles` subcommand to the CLI's subparsers."""
-    parser = commands.add_parser(
-        "titles",
-        parents=list(parents),
-        help="list open títulos (filters, subtotals, aging, last letter)",
-        description="List open títulos as the letters read them: live, collectible, net of "
-        "abatements. Days are counted from the real due date (E1_VENCREA).",
-    )
+def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
+    """The título filters shared by `titles` and `send` (see title_filter)."""
     parser.add_argument(
         "--customer",
         action="append",
@@ -492,6 +485,18 @@ def add_titles_parser(commands: Any, parents: Sequence[argparse.ArgumentParser])
         metavar="KEY",
         help="only this título: filial|prefixo|num|parcela|tipo|cliente|loja (repeatable)",
     )
+
+
+def add_titles_parser(commands: Any, parents: Sequence[argparse.ArgumentParser]) -> Any:
+    """Add the `titles` subcommand to the CLI's subparsers."""
+    parser = commands.add_parser(
+        "titles",
+        parents=list(parents),
+        help="list open títulos (filters, subtotals, aging, last letter)",
+        description="List open títulos as the letters read them: live, collectible, net of "
+        "abatements. Days are counted from the real due date (E1_VENCREA).",
+    )
+    add_filter_arguments(parser)
     parser.add_argument(
         "--layout",
         metavar="LAYOUT",

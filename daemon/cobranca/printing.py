@@ -31,8 +31,8 @@ from .models import Disposition, LetterStatus, PlannedLetter
 from .pdf import PdfError, PdfRenderer
 from .plan import SKIP_REASONS, cadence_window_start, plan_letter
 from .render import TemplateProblem, money
-from .runner import HandSelection, LetterStateError, plan_by_hand
-from .source import ProtheusSource, SourceError
+from .runner import LetterStateError, plan_by_hand
+from .source import ProtheusSource, SourceError, TitleFilter
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -225,7 +225,9 @@ def select_customers(
     selection = select_awaiting(layout, source, history, None, records=mine)
     rest = tuple(spec for spec in customers if not any(_matches(spec, r) for r in mine))
     if rest:
-        letters, refused = plan_by_hand(config, layout, HandSelection(rest), as_of, force=True)
+        letters, refused = plan_by_hand(
+            config, layout, TitleFilter(customers=rest), as_of, force=True
+        )
         if refused:
             raise LetterStateError(
                 "; ".join(f"customer {who}: {why}" for who, why in refused)

@@ -40,7 +40,7 @@ from .render import (
     load_templates,
     make_environment,
 )
-from .source import ProtheusSource, SourceError
+from .source import ProtheusSource, SourceError, TitleFilter
 from .transports import DeliveryError, Failure, Transport, open_transport
 
 log = logging.getLogger(__name__)
@@ -595,42 +595,41 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-@dataclass(frozen=True)
-class HandSelection:
-    """What finance picked at the desk: customers (CODE or CODE/STORE) and/or título keys."""
-
-    customers: tuple[str, ...] = ()
-    title_keys: tuple[str, ...] = ()
-
-    def narrow(self) -> tuple[str, ...]:
-        """Customers to read: those named plus the owners of the named títulos."""
-        owners = tuple("/".join(key.split("|")[5:7]) for key in self.title_keys)
-        return self.customers + owners
-
-
 def plan_by_hand(
-    config: Config, layout: Layout, selection: HandSelection, as_of: date, *, force: bool
+    config: Config, layout: Layout, chosen: TitleFilter, as_of: date, *, force: bool
 ) -> tuple[list[PlannedLetter], list[tuple[str, str]]]:
     """The letters a desk command would make now, and who gets none (with why).
 
-    The same plan as the daemon's, cadence included; ``force`` overrides the cadence only —
-    the one-letter-per-layout-and-day rule stays.
+    The títulos are those the filter picks (as `cobranca titles` lists them) that the layout
+    also selects today; the plan is the daemon's, cadence included. ``force`` overrides the
+    cadence only — the one-letter-per-layout-and-day rule stays.
     """
-    if not selection.customers and not selection.title_keys:
-        raise LetterStateError("choose customers (--customer) or títulos (--title)")
+    if chosen == TitleFilter():
+        raise LetterStateError("choose títulos: --customer, --title or the filters of `titles`")
     source = ProtheusSource(config.source)
     history = HistoryStore(config.history.engine_url())
     letters: list[PlannedLetter] = []
     refused: list[tuple[str, str]] = []
     try:
+        wanted = {t.key for g in source.open_titles(chosen, as_of) for t in g.titles}
+        if not wanted:
+            if chosen.title_keys:
+                raise LetterStateError(
+                    f"not open títulos selected by layout {layout.name}: "
+                    + ", ".join(chosen.title_keys)
+                )
+            if not chosen.customers:
+                raise LetterStateError("no open título matches the selection")
+            return [], [(who, "no open título matches the selection") for who in chosen.customers]
+        owners = sorted({"/".join(key.split("|")[5:7]) for key in wanted})
         last = history.last_letters(layout.name, cadence_window_start(layout, as_of), before=as_of)
         today = history.letters_of_day(layout.name, as_of)
         found: set[str] = set()
-        for group in source.customers_titles(layout.selection, as_of, selection.narrow()):
-            if selection.title_keys:
-                wanted = set(selection.title_keys)
-                group = replace(group, titles=tuple(t for t in group.titles if t.key in wanted))
-                found.update(t.key for t in group.titles)
+        for group in source.customers_titles(layout.selection, as_of, owners):
+            group = replace(group, titles=tuple(t for t in group.titles if t.key in wanted))
+            if not group.titles:
+                continue
+            found.update(t.key for t in group.titles)
             customer = group.customer
             if (customer.code, customer.store) in today:
                 refused.append((customer.key, "already has this layout's letter for the day "
@@ -644,19 +643,22 @@ def plan_by_hand(
                 refused.append((customer.key, SKIP_REASONS.get(letter.reason, letter.reason)))
             else:
                 letters.append(letter)
-        missing = [k for k in selection.title_keys if k not in found]
+        missing = sorted(k for k in chosen.title_keys if k not in found)
         if missing:
             raise LetterStateError(
                 f"not open títulos selected by layout {layout.name}: {', '.join(missing)}"
             )
-        seen = {letter.customer.key for letter in letters} | {who for who, _ in refused}
-        for wanted_customer in selection.customers:
-            if not any(k == wanted_customer or k.split("/")[0] == wanted_customer for k in seen):
-                refused.append((wanted_customer, f"no open título selected by {layout.name}"))
+        for owner in owners:
+            if not any(t.startswith(owner.replace("/", "|")) for t in _owner_keys(found)):
+                refused.append((owner, f"no open título that layout {layout.name} selects"))
     finally:
         source.close()
         history.close()
     return letters, refused
+
+
+def _owner_keys(keys: set[str]) -> set[str]:
+    return {"|".join(key.split("|")[5:7]) for key in keys}
 
 
 def send_by_hand(
@@ -666,6 +668,7 @@ def send_by_hand(
     *,
     operator: str,
     stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> LayoutResult:
     """Send letters planned at the desk through the daemon's own path: record, claim, send."""
     as_of = letters[0].as_of if letters else date.today()
@@ -699,13 +702,15 @@ def send_by_hand(
                 result.planned += 1
                 ids.append(letter_id)
         with transport:
-            for letter_id in ids:
+            for done, letter_id in enumerate(ids, 1):
                 if stop.is_set():
                     result.interrupted = True
                     break
                 claimed = history.claim_for_sending(letter_id)
                 if claimed is not None:
                     deliver_claimed(run, layout, claimed, templates, result)
+                if progress is not None:
+                    progress(done, len(ids))
     except _StopLayout as exc:
         result.error = str(exc)
     except (SQLAlchemyError, SourceError, DeliveryError) as exc:

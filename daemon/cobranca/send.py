@@ -14,17 +14,20 @@ from collections.abc import Callable
 from datetime import date
 
 from .config import Config
+from .listing import add_filter_arguments, title_filter
 from .models import Disposition, PlannedLetter
 from .render import money
-from .runner import HandSelection, plan_by_hand, send_by_hand
+from .runner import LetterStateError, plan_by_hand, send_by_hand
 
 
 def add_send_parser(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
-    send = commands.add_parser("send", parents=parents, help="send a layout's letter now, by hand")
+    send = commands.add_parser(
+        "send", parents=parents, help="send a layout's letter now, by hand",
+        description="Send LAYOUT's letter now for the títulos chosen with the same filters as "
+        "`cobranca titles` (and selected by the layout today).",
+    )  # fmt: skip
     send.add_argument("layout", metavar="LAYOUT")
-    send.add_argument("--customer", action="append", default=[], metavar="CODE[/STORE]")
-    send.add_argument("--title", action="append", default=[], metavar="KEY",
-                      help="título key filial|prefixo|num|parcela|tipo|cliente|loja")  # fmt: skip
+    add_filter_arguments(send)
     send.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument(
@@ -50,6 +53,18 @@ def describe(letters: list[PlannedLetter], refused: list[tuple[str, str]]) -> st
     return "\n".join(lines)
 
 
+def _progress() -> Callable[[int, int], None] | None:
+    """A line every 25 letters on a terminal; silent in scripts and under systemd."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            print(f"  {done}/{total} letters", file=sys.stderr, flush=True)
+
+    return show
+
+
 def send_command(
     config: Config,
     args: argparse.Namespace,
@@ -58,9 +73,11 @@ def send_command(
 ) -> int:
     layout = config.layout(args.layout)
     operator = args.operator or getpass.getuser()
-    selection = HandSelection(tuple(args.customer), tuple(args.title))
-    letters, refused = plan_by_hand(config, layout, selection, args.as_of or today,
-                                    force=args.force)  # fmt: skip
+    try:
+        chosen = title_filter(args)
+    except ValueError as exc:
+        raise LetterStateError(str(exc)) from None
+    letters, refused = plan_by_hand(config, layout, chosen, args.as_of or today, force=args.force)
     print(f"layout {layout.name}: {len(letters)} letter(s)")
     print(describe(letters, refused))
     if not letters:
@@ -73,7 +90,7 @@ def send_command(
         if ask("send these letters? [s/N] ").strip().lower() not in ("s", "sim", "y", "yes"):
             print("nothing sent")
             return 1
-    result = send_by_hand(config, layout, letters, operator=operator)
+    result = send_by_hand(config, layout, letters, operator=operator, progress=_progress())
     print(
         f"sent {result.sent}, to print {result.print_needed}, failed {result.failed}, "
         f"ambiguous {result.ambiguous}, already sent today {result.skipped['already_claimed']}"
