@@ -128,12 +128,21 @@ def _assert_exactly_once(
     assert {mid for _, _, _, mid in letters} == set(received)
     # Each letter was claimed once: one 'sending' event, one 'sent' event.
     claims = _rows(history_url, """
-        SELECT e.letter_id, count(*) FROM cobranca_letter_events e
+        SELECT e.letter_id, count(*) FROM cobranca_events e
         JOIN cobranca_letters l ON l.id = e.letter_id
         WHERE l.transport = 'smtp' AND e.status IN ('sending', 'sent')
         GROUP BY e.letter_id
     """)  # fmt: skip
     assert len(claims) == len(to_send) and {n for _, n in claims} == {2}
+    # Processes appending at once never fork the audit chain.
+    from cobranca.audit import verify
+
+    history = HistoryStore(history_url)
+    try:
+        audit = verify(history)
+    finally:
+        history.close()
+    assert audit.ok, audit.problems
 
 
 @pytest.mark.postgres

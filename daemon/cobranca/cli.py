@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_titles_parser(commands, [common])
     add_print_parser(commands, [common])
 
+    audit = commands.add_parser("audit", parents=[common], help="tamper evidence of the history")
+    audit.add_argument(
+        "action",
+        choices=["verify", "head"],
+        help="verify: check the hash chain and every letter; head: print the chain's last "
+        "hash, to keep where the database's users cannot write",
+    )
+
     letters = commands.add_parser("letters", parents=[common], help="list letters by status")
     letters.add_argument("--status", default="ambiguous")
     letters.add_argument("--layout")
@@ -155,6 +163,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _resolve(config, args)
     if args.command == "letters":
         return _letters(config, args)
+    if args.command == "audit":
+        from .audit import audit_command
+        from .history import HistoryStore
+
+        history = HistoryStore(config.history.engine_url())
+        try:
+            return audit_command(history, args.action)
+        finally:
+            history.close()
     if args.command == "preview":
         return preview_command(config, args, _today(config))
     if args.command == "send":

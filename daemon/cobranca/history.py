@@ -203,16 +203,37 @@ class LetterTitleRecord(Base):
 
 
 class LetterEventRecord(Base):
-    """Every state a letter went through, with why and who: the letter's own audit trail."""
+    """The audit log: every state a letter went through (and every other recorded act), with
+    why and who, each row chained to the previous one by a SHA-256 hash (tamper evidence)."""
 
-    __tablename__ = "cobranca_letter_events"
+    __tablename__ = "cobranca_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    letter_id: Mapped[int] = mapped_column(ForeignKey("cobranca_letters.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer, unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    letter_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cobranca_letters.id"), index=True, nullable=True
+    )
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(Text, default="")
     actor: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ChainHeadRecord(Base):
+    """The last link of the audit chain: appending updates it first, which serializes writers."""
+
+    __tablename__ = "cobranca_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+GENESIS = "0" * 64
 
 
 @dataclass(frozen=True)
@@ -267,6 +288,8 @@ class HistoryStore:
                 with Session(self.engine) as session, session.begin():
                     if session.get(SchemaRecord, SCHEMA_VERSION) is None:
                         session.add(SchemaRecord(version=SCHEMA_VERSION))
+                    if session.get(ChainHeadRecord, 1) is None:
+                        session.add(ChainHeadRecord(id=1, seq=0, hash=GENESIS))
                 return
             except (ProgrammingError, IntegrityError, OperationalError):
                 if attempt == 4:
@@ -487,7 +510,7 @@ class HistoryStore:
                 )
                 session.add(record)
                 session.flush()
-                session.add(_event(record.id, status, reason, operator or None))
+                _log(session, record.id, status, reason, operator or None)
                 return record.id
         except IntegrityError:
             pass
@@ -508,7 +531,7 @@ class HistoryStore:
                 return None
             record = session.get_one(LetterRecord, taken)
             record.titles = list(_title_records(letter))
-            session.add(_event(taken, status, f"planned again: {reason}".rstrip(": ")))
+            _log(session, taken, status, f"planned again: {reason}".rstrip(": "))
             return taken
 
     def record_manual(
@@ -552,7 +575,7 @@ class HistoryStore:
                 )
             ).rowcount
             if changed:
-                session.add(_event(letter_id, LetterStatus.PRINTED, reason, operator))
+                _log(session, letter_id, LetterStatus.PRINTED, reason, operator)
             return changed == 1
 
     def supersede_planned(self, layout: str, before: date) -> int:
@@ -578,7 +601,7 @@ class HistoryStore:
                     .values(status=LetterStatus.SKIPPED.value, reason=reason, updated_at=utcnow())
                 ).rowcount
                 if changed:
-                    session.add(_event(letter_id, LetterStatus.SKIPPED, reason))
+                    _log(session, letter_id, LetterStatus.SKIPPED, reason)
             return len(ids)
 
     def planned_ids(self, layout: str, as_of: date) -> list[int]:
@@ -613,7 +636,7 @@ class HistoryStore:
             ).rowcount
             if taken != 1:
                 return None
-            session.add(_event(letter_id, LetterStatus.SENDING, ""))
+            _log(session, letter_id, LetterStatus.SENDING, "")
             record = session.get_one(LetterRecord, letter_id)
             return ClaimedLetter(
                 id=record.id,
@@ -653,7 +676,7 @@ class HistoryStore:
                 record = session.get_one(LetterRecord, letter_id)
                 record.titles = [_title_record(t) for t in titles]
                 record.total = sum((t.net_balance for t in titles), Decimal("0.00"))
-            session.add(_event(letter_id, outcome.status, outcome.reason, actor))
+            _log(session, letter_id, outcome.status, outcome.reason, actor)
 
     def note_planned(self, layout: str, as_of: date, reason: str) -> int:
         """Say on every letter still planned why it has not gone yet (SMTP down, max reached)."""
@@ -695,7 +718,7 @@ class HistoryStore:
                 )
             ).rowcount
             if changed:
-                session.add(_event(letter_id, outcome.status, outcome.reason))
+                _log(session, letter_id, outcome.status, outcome.reason)
             return changed == 1
 
     def resolve(
@@ -722,7 +745,7 @@ class HistoryStore:
                 .values(values)
             ).rowcount
             if changed:
-                session.add(_event(letter_id, status, reason, actor))
+                _log(session, letter_id, status, reason, actor)
             return changed == 1
 
     def letter(self, letter_id: int) -> LetterRecord | None:
@@ -759,7 +782,7 @@ class HistoryStore:
                 session.scalars(
                     select(LetterEventRecord)
                     .where(LetterEventRecord.letter_id == letter_id)
-                    .order_by(LetterEventRecord.id)
+                    .order_by(LetterEventRecord.seq)
                 )
             )
 
@@ -783,14 +806,103 @@ def _holder_gone(holder: str, since: datetime | None, stale_after: timedelta) ->
     return since is None or utcnow() - since > stale_after
 
 
-def _event(letter_id: int, status: LetterStatus, reason: str, actor: str | None = None) -> Any:
-    return LetterEventRecord(
+def _log(
+    session: Session,
+    letter_id: int,
+    status: LetterStatus,
+    reason: str,
+    actor: str | None = None,
+) -> None:
+    """Record a letter's state change in the audit chain, with the letter as it now stands."""
+    session.flush()
+    append_event(
+        session,
+        kind="letter",
         letter_id=letter_id,
-        at=utcnow(),
         status=status.value,
         reason=reason,
         actor=actor or this_worker(),
+        payload=letter_snapshot(session, letter_id),
     )
+
+
+def append_event(
+    session: Session,
+    *,
+    kind: str,
+    status: str,
+    reason: str,
+    actor: str,
+    payload: dict[str, Any],
+    letter_id: int | None = None,
+) -> LetterEventRecord:
+    """Append one link to the audit chain inside the caller's transaction.
+
+    The chain head is updated first: on every database that takes the write lock (SQLite) or the
+    row lock (PostgreSQL), so concurrent writers append one after the other, never forking.
+    """
+    seq, prev = session.execute(
+        update(ChainHeadRecord)
+        .where(ChainHeadRecord.id == 1)
+        .values(seq=ChainHeadRecord.seq + 1)
+        .returning(ChainHeadRecord.seq, ChainHeadRecord.hash)
+    ).one()
+    record = LetterEventRecord(
+        seq=seq, kind=kind, letter_id=letter_id, at=utcnow(), status=status, reason=reason,
+        actor=actor, payload=canonical(payload), prev_hash=prev, hash="",
+    )  # fmt: skip
+    record.hash = event_hash(record)
+    session.add(record)
+    session.execute(update(ChainHeadRecord).where(ChainHeadRecord.id == 1).values(hash=record.hash))
+    return record
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def event_hash(record: LetterEventRecord) -> str:
+    """SHA-256 over the previous hash and every field of the event."""
+    fields = {
+        "seq": record.seq,
+        "kind": record.kind,
+        "letter_id": record.letter_id,
+        "at": record.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "status": record.status,
+        "reason": record.reason,
+        "actor": record.actor,
+        "payload": record.payload,
+    }
+    return hashlib.sha256((record.prev_hash + canonical(fields)).encode()).hexdigest()
+
+
+AUDITED_FIELDS = (
+    "layout", "as_of", "customer_code", "customer_store", "customer_name", "recipients",
+    "subject", "message_id", "titles_digest", "transport", "status", "reason", "needs_print",
+    "operator", "server_reply", "total", "sent_at",
+)  # fmt: skip
+
+
+def letter_snapshot(session: Session, letter_id: int) -> dict[str, Any]:
+    """What an auditor relies on in a letter row and its títulos, as plain JSON values."""
+    record = session.execute(
+        select(LetterRecord)
+        .where(LetterRecord.id == letter_id)
+        .execution_options(populate_existing=True)
+    ).scalar_one()
+    snapshot: dict[str, Any] = {}
+    for name in AUDITED_FIELDS:
+        value = getattr(record, name)
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat(timespec="microseconds")
+        snapshot[name] = str(value) if isinstance(value, Decimal | date) else value
+    rows = session.execute(
+        select(LetterTitleRecord.title_key, LetterTitleRecord.balance, LetterTitleRecord.value)
+        .where(LetterTitleRecord.letter_id == letter_id)
+        .order_by(LetterTitleRecord.title_key)
+    ).all()
+    snapshot["titles"] = [f"{key}={balance}/{value}" for key, balance, value in rows]
+    return snapshot
 
 
 def titles_digest(letter: PlannedLetter) -> str:
