@@ -173,6 +173,11 @@ class LetterRecord(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
     needs_print: Mapped[bool] = mapped_column(Boolean, default=False)
     operator: Mapped[str] = mapped_column(String(255), default="")  # who asked, if by hand
+    # Provenance: the rule that selected it and the templates that rendered it.
+    rule: Mapped[str] = mapped_column(Text, default="")
+    templates_digest: Mapped[str] = mapped_column(String(64), default="")
+    # The message exactly as handed to the transport, to be re-read years later.
+    raw_message: Mapped[str] = mapped_column(Text, default="")
     server_reply: Mapped[str] = mapped_column(Text, default="")
     total: Mapped[Decimal] = mapped_column(Money)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -472,6 +477,8 @@ class HistoryStore:
         status: LetterStatus,
         reason: str = "",
         operator: str = "",
+        rule: str = "",
+        templates_digest: str = "",
     ) -> int | None:
         """Record a planned (or print-needed) letter; None when today's letter already exists.
 
@@ -491,6 +498,8 @@ class HistoryStore:
             "reason": reason,
             "needs_print": status is LetterStatus.PRINT_NEEDED,
             "operator": operator,
+            "rule": rule,
+            "templates_digest": templates_digest,
             "total": letter.total,
             "updated_at": now,
             "holder": "",
@@ -543,11 +552,14 @@ class HistoryStore:
         message_id: str,
         transport: str,
         reason: str = "",
+        rule: str = "",
+        templates_digest: str = "",
     ) -> int | None:
         """A letter made by hand (desk `send` or `print`), recorded with who asked for it."""
         return self.record_plan(
             run_id, letter, message_id=message_id, transport=transport, status=status,
-            reason=reason or f"by hand: {operator}", operator=operator,
+            reason=reason or f"by hand: {operator}", operator=operator, rule=rule,
+            templates_digest=templates_digest,
         )  # fmt: skip
 
     def mark_printed(self, letter_id: int, operator: str, file: str) -> bool:
@@ -656,6 +668,7 @@ class HistoryStore:
         subject: str | None = None,
         titles: Sequence[Title] | None = None,
         actor: str | None = None,
+        raw_message: str | None = None,
     ) -> None:
         """Write a letter's outcome (and, once rendered, the subject and títulos it carried)."""
         values: dict[str, Any] = {
@@ -670,6 +683,8 @@ class HistoryStore:
             values.update(holder="", claimed_at=None)
         if subject is not None:
             values["subject"] = subject
+        if raw_message is not None:
+            values["raw_message"] = raw_message
         with Session(self.engine) as session, session.begin():
             session.execute(update(LetterRecord).where(LetterRecord.id == letter_id).values(values))
             if titles is not None:
@@ -879,7 +894,7 @@ def event_hash(record: LetterEventRecord) -> str:
 AUDITED_FIELDS = (
     "layout", "as_of", "customer_code", "customer_store", "customer_name", "recipients",
     "subject", "message_id", "titles_digest", "transport", "status", "reason", "needs_print",
-    "operator", "server_reply", "total", "sent_at",
+    "operator", "server_reply", "total", "sent_at", "rule", "templates_digest",
 )  # fmt: skip
 
 
@@ -902,6 +917,7 @@ def letter_snapshot(session: Session, letter_id: int) -> dict[str, Any]:
         .order_by(LetterTitleRecord.title_key)
     ).all()
     snapshot["titles"] = [f"{key}={balance}/{value}" for key, balance, value in rows]
+    snapshot["raw_message_sha256"] = hashlib.sha256(record.raw_message.encode()).hexdigest()
     return snapshot
 
 

@@ -10,6 +10,9 @@ or ambiguous — never lost, never sent twice by accident.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -17,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -153,6 +157,10 @@ class _Run:
     clock: Callable[[], float]
     sleep: Callable[[float], bool]
     trigger: str
+
+    @property
+    def templates_digest(self) -> str:
+        return templates_digest(self.config.templates_dir)
 
 
 def run_layouts(
@@ -328,7 +336,7 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
             message_id=new_message_id(run.config.delivery),
             transport="print" if printing else run.transport.name,
             status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
-            reason=letter.reason,
+            reason=letter.reason, rule=layout_rule(layout), templates_digest=run.templates_digest,
         )  # fmt: skip
         if letter_id is None:
             result.skipped[SKIP_ALREADY_CLAIMED] += 1
@@ -446,7 +454,10 @@ def deliver_claimed(
         datetime.now(run.config.zone), layout.name, attachments,
     )  # fmt: skip
     outcome = _send_with_retries(run, message, letter.recipients)
-    history.finish_letter(claimed.id, outcome, subject=rendered.subject, titles=letter.titles)
+    history.finish_letter(
+        claimed.id, outcome, subject=rendered.subject, titles=letter.titles,
+        raw_message=message.as_string(),
+    )  # fmt: skip
     if outcome.status is LetterStatus.SENT:
         result.sent += 1
         log.info("layout %s: customer %s: sent %s to %d address(es)", layout.name, who,
@@ -586,6 +597,26 @@ def _resend(
         source.close()
 
 
+def layout_rule(layout: Layout) -> str:
+    """The layout's whole rule as recorded with each letter it selected."""
+    return json.dumps(layout.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+
+
+@functools.cache
+def _digest_of(folder: str, stamp: tuple[tuple[str, float, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        digest.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def templates_digest(folder: Path) -> str:
+    """SHA-256 of every file in the templates folder: which templates rendered a letter."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    stamp = tuple((str(p.relative_to(folder)), p.stat().st_mtime, p.stat().st_size) for p in files)
+    return _digest_of(str(folder), stamp)
+
+
 def error_text(exc: BaseException) -> str:
     """One line for the operator: the driver's own message, never SQL parameters or secrets."""
     if isinstance(exc, ConfigError | SourceError):
@@ -692,6 +723,7 @@ def send_by_hand(
                 operator=operator, message_id=new_message_id(config.delivery),
                 transport="print" if printing else transport.name,
                 reason=f"by hand ({operator}){': ' + letter.reason if letter.reason else ''}",
+                rule=layout_rule(layout), templates_digest=run.templates_digest,
             )  # fmt: skip
             if letter_id is None:
                 result.skipped[SKIP_ALREADY_CLAIMED] += 1
