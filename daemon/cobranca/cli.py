@@ -22,6 +22,7 @@ from .config import Config, ConfigError, find_config_path, load_config
 from .listing import add_titles_parser, titles_command
 from .preview import add_preview_parser, preview_command
 from .printing import add_print_parser, print_command
+from .responses import add_response_parser, response_command
 from .runner import LetterStateError
 from .send import add_send_parser, send_command
 
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_send_parser(commands, [common])
     add_titles_parser(commands, [common])
     add_print_parser(commands, [common])
+    add_response_parser(commands, [common])
 
     audit = commands.add_parser("audit", parents=[common], help="tamper evidence of the history")
     audit.add_argument(
@@ -180,6 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return titles_command(config, args)
     if args.command == "print":
         return print_command(config, args)
+    if args.command == "response":
+        return response_command(config, args, _today(config))
     raise AssertionError(args.command)
 
 

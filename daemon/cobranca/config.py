@@ -323,6 +323,18 @@ class DaemonSettings(Model):
     )
 
 
+class ResponseSettings(Model):
+    """How customers' responses (recorded with `cobranca response add`) hold letters back."""
+
+    promise_grace_days: int = Field(
+        3,
+        ge=0,
+        le=60,
+        description="Days after a promised payment date before the promise "
+        "counts as broken and letters resume.",
+    )
+
+
 class Creditor(Model):
     """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
 
@@ -468,6 +480,7 @@ class Config(Model):
     delivery: Delivery = Field(description="How letters leave: sender, transport and settings.")
     creditor: Creditor
     daemon: DaemonSettings = Field(default_factory=dict)  # type: ignore[arg-type]
+    responses: ResponseSettings = Field(default_factory=dict)  # type: ignore[arg-type]
     layouts: tuple[Layout, ...] = Field(min_length=1)
 
     _path: Path | None = PrivateAttr(None)

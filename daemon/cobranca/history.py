@@ -228,6 +228,28 @@ class LetterEventRecord(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class ResponseRecord(Base):
+    """What a customer did about a letter or a título, recorded by finance."""
+
+    __tablename__ = "cobranca_responses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_code: Mapped[str] = mapped_column(String(16), index=True)
+    customer_store: Mapped[str] = mapped_column(String(8))
+    title_key: Mapped[str | None] = mapped_column(String(80), nullable=True)  # None: all
+    letter_id: Mapped[int | None] = mapped_column(ForeignKey("cobranca_letters.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal | None] = mapped_column(Money, nullable=True)
+    promised_date: Mapped[date | None] = mapped_column(Date, nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    proof: Mapped[str] = mapped_column(Text, default="")
+    operator: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    closed_by: Mapped[str] = mapped_column(String(255), default="")
+    close_note: Mapped[str] = mapped_column(Text, default="")
+
+
 class ChainHeadRecord(Base):
     """The last link of the audit chain: appending updates it first, which serializes writers."""
 
@@ -763,6 +785,82 @@ class HistoryStore:
                 _log(session, letter_id, status, reason, actor)
             return changed == 1
 
+    # --- customer responses -------------------------------------------------------------------
+
+    def add_response(self, response: ResponseRecord) -> int:
+        with Session(self.engine) as session, session.begin():
+            response.created_at = utcnow()
+            session.add(response)
+            session.flush()
+            append_event(
+                session, kind="response", status=response.kind, reason=response.note,
+                actor=response.operator, letter_id=response.letter_id,
+                payload=_response_snapshot(response),
+            )  # fmt: skip
+            return response.id
+
+    def close_response(self, response_id: int, operator: str, note: str) -> ResponseRecord | None:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            response = session.get(ResponseRecord, response_id)
+            if response is None or response.closed_at is not None:
+                return None
+            response.closed_at, response.closed_by, response.close_note = utcnow(), operator, note
+            session.flush()
+            append_event(
+                session, kind="response", status="closed", reason=note, actor=operator,
+                letter_id=response.letter_id, payload=_response_snapshot(response),
+            )  # fmt: skip
+            return response
+
+    def responses(self, *, customer: str | None = None, kind: str | None = None,
+                  open_only: bool | None = None) -> list[ResponseRecord]:  # fmt: skip
+        statement = select(ResponseRecord).order_by(ResponseRecord.id)
+        if customer:
+            code, _, store = customer.partition("/")
+            statement = statement.where(ResponseRecord.customer_code == code)
+            if store:
+                statement = statement.where(ResponseRecord.customer_store == store)
+        if kind:
+            statement = statement.where(ResponseRecord.kind == kind)
+        if open_only is True:
+            statement = statement.where(ResponseRecord.closed_at.is_(None))
+        elif open_only is False:
+            statement = statement.where(ResponseRecord.closed_at.is_not(None))
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.scalars(statement))
+
+    def suspensions(
+        self, as_of: date, grace_days: int, customer: tuple[str, str] | None = None
+    ) -> dict[tuple[str, str], list[tuple[str | None, str]]]:
+        """Customer → (título key or None for all, why) that must not get a letter on as_of.
+
+        An open dispute or payment claim suspends until closed; a promise until its date plus
+        the grace period (then, if unpaid, it is broken and the ladder resumes).
+        """
+        statement = select(ResponseRecord).where(
+            ResponseRecord.closed_at.is_(None),
+            ResponseRecord.kind.in_(SUSPENDING_KINDS),
+        )
+        if customer is not None:
+            statement = statement.where(
+                ResponseRecord.customer_code == customer[0],
+                ResponseRecord.customer_store == customer[1],
+            )
+        suspended: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+        with Session(self.engine) as session:
+            for r in session.scalars(statement):
+                if r.kind == "promise":
+                    assert r.promised_date is not None
+                    until = r.promised_date + timedelta(days=grace_days)
+                    if as_of > until:
+                        continue
+                    why = f"promise to pay by {r.promised_date.isoformat()} (response {r.id})"
+                else:
+                    why = f"{r.kind.replace('_', ' ')} open (response {r.id})"
+                key = (r.customer_code, r.customer_store)
+                suspended.setdefault(key, []).append((r.title_key, why))
+        return suspended
+
     def letter(self, letter_id: int) -> LetterRecord | None:
         with Session(self.engine, expire_on_commit=False) as session:
             record = session.get(LetterRecord, letter_id)
@@ -870,6 +968,18 @@ def append_event(
     session.add(record)
     session.execute(update(ChainHeadRecord).where(ChainHeadRecord.id == 1).values(hash=record.hash))
     return record
+
+
+RESPONSE_KINDS = ("promise", "dispute", "paid_claim", "new_boleto", "phone_contact")
+SUSPENDING_KINDS = ("promise", "dispute", "paid_claim")
+
+
+def _response_snapshot(response: ResponseRecord) -> dict[str, Any]:
+    names = (
+        "id", "customer_code", "customer_store", "title_key", "letter_id", "kind", "amount",
+        "promised_date", "note", "proof", "operator", "closed_by", "close_note",
+    )  # fmt: skip
+    return {name: getattr(response, name) for name in names}
 
 
 def canonical(value: Any) -> str:

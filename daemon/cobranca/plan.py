@@ -6,6 +6,7 @@ last got this layout) and the as-of date: no database, no clock, no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 from .addresses import split_addresses
@@ -18,22 +19,43 @@ SKIP_BELOW_MINIMUM = "below_minimum_balance"
 SKIP_NO_VALID_TITLES = "no_valid_titles"
 SKIP_ALREADY_CLAIMED = "already_claimed"
 SKIP_PAID_SINCE_PLAN = "paid_since_planned"
+SKIP_SUSPENDED = "suspended_by_response"
 SKIP_REASONS = {
     SKIP_CADENCE: "got this layout within its cadence",
     SKIP_BELOW_MINIMUM: "open balance after abatements below the layout's minimum",
     SKIP_NO_VALID_TITLES: "every selected título was unreadable (see rejected títulos)",
     SKIP_ALREADY_CLAIMED: "this letter was already planned, sent or claimed today",
+    SKIP_SUSPENDED: "every título is held back by a customer response (promise, dispute...)",
     SKIP_PAID_SINCE_PLAN: "every título was paid or written off after the letter was planned",
 }
 
 
 def plan_letter(
-    group: CustomerTitles, layout: Layout, as_of: date, last_sent: date | None
+    group: CustomerTitles,
+    layout: Layout,
+    as_of: date,
+    last_sent: date | None,
+    suspended: Sequence[tuple[str | None, str]] = (),
 ) -> PlannedLetter:
-    """The letter (or the reason for none) for one customer and one layout."""
+    """The letter (or the reason for none) for one customer and one layout.
+
+    ``suspended`` lists (título key, or None for every título, and why) held back by the
+    customer's responses; those títulos are left out, each with its reason.
+    """
     customer = group.customer
     minimum = layout.selection.min_balance
-    titles = tuple(t for t in group.titles if t.net_balance >= minimum and t.net_balance > 0)
+    held = {key: why for key, why in suspended}
+    on_hold = tuple(
+        (t.key, held.get(t.key) or held[None])
+        for t in group.titles
+        if t.key in held or None in held
+    )
+    held_keys = {key for key, _ in on_hold}
+    titles = tuple(
+        t
+        for t in group.titles
+        if t.net_balance >= minimum and t.net_balance > 0 and t.key not in held_keys
+    )
     valid, invalid = split_addresses(customer.raw_emails)
     rejected = group.rejected + tuple(
         (t.key, "nothing owed after abatements") for t in group.titles if t.net_balance <= 0
@@ -54,6 +76,8 @@ def plan_letter(
 
     if not group.titles:
         return letter(Disposition.SKIP, SKIP_NO_VALID_TITLES)
+    if not titles and on_hold:
+        return letter(Disposition.SKIP, SKIP_SUSPENDED)
     if not titles:
         return letter(Disposition.SKIP, SKIP_BELOW_MINIMUM)
     if last_sent is not None and as_of < last_sent + timedelta(days=layout.cadence_days):

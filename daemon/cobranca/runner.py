@@ -314,13 +314,15 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
     if not result.dry_run:
         history.supersede_planned(layout.name, before=as_of)
     last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of), before=as_of)
+    holds = history.suspensions(as_of, run.config.responses.promise_grace_days)
     for group in run.source.customers_titles(layout.selection, as_of):
         if run.stop.is_set():
             result.interrupted = True
             log.warning("layout %s: stop requested while planning", layout.name)
             return
         customer = group.customer
-        letter = plan_letter(group, layout, as_of, last_sent.get((customer.code, customer.store)))
+        key = (customer.code, customer.store)
+        letter = plan_letter(group, layout, as_of, last_sent.get(key), holds.get(key, ()))
         result.rejected_titles.extend(letter.rejected)
         if letter.invalid_emails:
             result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
@@ -412,7 +414,10 @@ def deliver_claimed(
         )  # fmt: skip
         result.skipped[SKIP_PAID_SINCE_PLAN] += 1
         return
-    letter = plan_letter(group, layout, claimed.as_of, None)
+    # A response recorded since the plan (a promise on the phone) holds its títulos back too.
+    key = (claimed.customer_code, claimed.customer_store)
+    holds = history.suspensions(claimed.as_of, run.config.responses.promise_grace_days, key)
+    letter = plan_letter(group, layout, claimed.as_of, None, holds.get(key, ()))
     if letter.disposition is not Disposition.SEND:
         status = (
             LetterStatus.PRINT_NEEDED
