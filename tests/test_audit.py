@@ -97,3 +97,49 @@ def test_audit_command_exit_codes(
     out = capsys.readouterr().out
     assert "TAMPERED: letter 1 was changed outside cobranca: subject" in out
     assert head.split()[-1] in out  # the head itself is unchanged: the row was edited around it
+
+
+def test_purge_keeps_the_chain_verifiable_and_tampering_still_shows(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import time_machine
+
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=demo_sqlite, history_url=f"sqlite:///{tmp_path / 'h.db'}",
+                    outbox=tmp_path / "outbox"),
+    )  # fmt: skip
+    config = load_config(path)
+    old_day = AS_OF - timedelta(days=6 * 365)
+    from cobranca.demo import write_demo_database
+
+    old_source = f"sqlite:///{tmp_path / 'old-erp.db'}"
+    write_demo_database(old_source, customers=20, seed=3, as_of=old_day)
+    old_path = write_config(
+        tmp_path / "old.yaml",
+        config_data(source_url=old_source, history_url=config.history.url,
+                    outbox=tmp_path / "outbox"),
+    )  # fmt: skip
+    with time_machine.travel(datetime(old_day.year, old_day.month, old_day.day, 12, tzinfo=UTC)):
+        assert run_layouts(load_config(old_path), as_of=old_day).ok
+    assert run_layouts(config, as_of=AS_OF).ok
+    url = config.history.url
+    before = _verify(url)
+    history = HistoryStore(url)
+    old_letters = [r for r in history.letters() if r.as_of == old_day]
+    history.close()
+    assert before.ok and old_letters
+    assert main(["purge", "--yes", "--operator", "dpo", "--config", str(path)]) == 0
+    assert f"{len(old_letters)} letters" in capsys.readouterr().out
+    after = _verify(url)
+    history = HistoryStore(url)
+    remaining = history.letters()
+    history.close()
+    assert after.ok, after.problems
+    assert all(r.as_of == AS_OF for r in remaining) and remaining
+    assert after.events < before.events
+    # Tampering after the purge is still found, and so is a moved checkpoint.
+    _sql(url, "UPDATE cobranca_chain_checkpoint SET seq = seq + 1")
+    assert any("checkpoint" in p for p in _verify(url).problems)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from .history import (
     GENESIS,
     ChainHeadRecord,
+    CheckpointRecord,
     HistoryStore,
     LetterEventRecord,
     LetterRecord,
@@ -58,6 +59,22 @@ def verify(history: HistoryStore) -> AuditResult:
 
 def _chain_problems(session: Session, head_seq: int, head_hash: str) -> Iterator[str]:
     expected_seq, previous = 1, GENESIS
+    checkpoint = session.get(CheckpointRecord, 1)
+    if checkpoint is not None:
+        # After a purge the chain starts at the checkpoint, which the purge event vouches for.
+        expected_seq, previous = checkpoint.seq + 1, checkpoint.hash
+        vouched = session.scalars(
+            select(LetterEventRecord.payload)
+            .where(LetterEventRecord.kind == "purge")
+            .order_by(LetterEventRecord.seq.desc())
+            .limit(1)
+        ).first()
+        recorded = json.loads(vouched) if vouched else {}
+        if (recorded.get("checkpoint_seq"), recorded.get("checkpoint_hash")) != (
+            checkpoint.seq,
+            checkpoint.hash,
+        ):
+            yield "the purge checkpoint does not match the purge recorded in the chain"
     statement = select(LetterEventRecord).order_by(LetterEventRecord.seq)
     for event in session.scalars(statement.execution_options(yield_per=1000)):
         if event.seq > expected_seq:

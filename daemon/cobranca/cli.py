@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         "hash, to keep where the database's users cannot write",
     )
 
+    purge = commands.add_parser(
+        "purge", parents=[common], help="delete records past the retention period"
+    )
+    purge.add_argument("--before", type=_date, help="default: today − history.retention_days")
+    purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    purge.add_argument("--operator", help="who purges (default: $USER)")
+
     letters = commands.add_parser("letters", parents=[common], help="list letters by status")
     letters.add_argument("--status", default="ambiguous")
     letters.add_argument("--layout")
@@ -165,6 +172,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _resolve(config, args)
     if args.command == "letters":
         return _letters(config, args)
+    if args.command == "purge":
+        return _purge(config, args)
     if args.command == "audit":
         from .audit import audit_command
         from .history import HistoryStore
@@ -248,6 +257,30 @@ def _resolve(config: Config, args: argparse.Namespace) -> int:
     why = result.error or "; ".join(r for _, r in result.failures + result.ambiguities)
     print(f"letter {args.letter} not sent: {why or 'see cobranca letters'}", file=sys.stderr)
     return EXIT_FAILURES
+
+
+def _purge(config: Config, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from .history import HistoryStore
+
+    before = args.before or _today(config) - timedelta(days=config.history.retention_days)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("cobranca: not on a terminal: confirm with --yes", file=sys.stderr)
+            return EXIT_USAGE
+        if input(f"delete history older than {before}? [s/N] ").strip().lower() not in (
+            "s", "sim", "y", "yes",
+        ):  # fmt: skip
+            return EXIT_FAILURES
+    cutoff = datetime.combine(before, datetime.min.time(), tzinfo=config.zone)
+    history = HistoryStore(config.history.engine_url())
+    try:
+        counts = history.purge(cutoff, args.operator or getpass.getuser())
+    finally:
+        history.close()
+    print(f"purged before {before}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    return EXIT_OK
 
 
 def _letters(config: Config, args: argparse.Namespace) -> int:

@@ -192,6 +192,13 @@ class Source(Database):
 class History(Database):
     """Where every run and letter is recorded."""
 
+    retention_days: int = Field(
+        1826,
+        ge=30,
+        description="`cobranca purge` deletes records older than this (LGPD: keep "
+        "no longer than needed; 5 years is the usual period for collection records).",
+    )
+
     url: str = Field(
         "sqlite:///../var/history.db",
         description="SQLAlchemy URL of the history store; SQLite by default, PostgreSQL for "

@@ -32,6 +32,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     create_engine,
+    delete,
     event,
     func,
     inspect,
@@ -248,6 +249,17 @@ class ResponseRecord(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     closed_by: Mapped[str] = mapped_column(String(255), default="")
     close_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class CheckpointRecord(Base):
+    """Where the audit chain starts after a purge: the last purged event's seq and hash."""
+
+    __tablename__ = "cobranca_chain_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+    purged_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class ChainHeadRecord(Base):
@@ -860,6 +872,68 @@ class HistoryStore:
                 key = (r.customer_code, r.customer_store)
                 suspended.setdefault(key, []).append((r.title_key, why))
         return suspended
+
+    # --- retention ----------------------------------------------------------------------------
+
+    def purge(self, before: datetime, operator: str) -> dict[str, int]:
+        """Delete what is older than ``before`` while keeping the audit chain verifiable.
+
+        The chain is cut at its longest prefix of events older than ``before``; only letters
+        whose every event lies in that prefix go (a letter still touched later stays until a
+        later purge). The cut's seq and hash become the checkpoint verification starts from,
+        and the purge itself is appended to the chain, so the checkpoint cannot be moved quietly.
+        """
+        with Session(self.engine) as session, session.begin():
+            first_kept = session.scalar(
+                select(func.min(LetterEventRecord.seq)).where(LetterEventRecord.at >= before)
+            )
+            last_seq = session.scalar(select(func.max(LetterEventRecord.seq))) or 0
+            cut = (first_kept - 1) if first_kept is not None else last_seq
+            if cut <= 0:
+                return {"events": 0, "letters": 0, "responses": 0, "runs": 0}
+            cut_hash = session.scalar(
+                select(LetterEventRecord.hash).where(LetterEventRecord.seq == cut)
+            )
+            touched_later = select(LetterEventRecord.letter_id).where(
+                LetterEventRecord.seq > cut, LetterEventRecord.letter_id.is_not(None)
+            )
+            letters = select(LetterRecord.id).where(
+                LetterRecord.as_of < before.date(), LetterRecord.id.not_in(touched_later)
+            )
+            letter_ids = list(session.scalars(letters))
+            counts = {"letters": len(letter_ids)}
+            session.execute(
+                update(ResponseRecord)
+                .where(ResponseRecord.letter_id.in_(letter_ids))
+                .values(letter_id=None)
+            )
+            counts["responses"] = session.execute(
+                delete(ResponseRecord).where(
+                    ResponseRecord.closed_at.is_not(None), ResponseRecord.closed_at < before
+                )
+            ).rowcount
+            counts["events"] = session.execute(
+                delete(LetterEventRecord).where(LetterEventRecord.seq <= cut)
+            ).rowcount
+            session.execute(
+                delete(LetterTitleRecord).where(LetterTitleRecord.letter_id.in_(letter_ids))
+            )
+            session.execute(delete(LetterRecord).where(LetterRecord.id.in_(letter_ids)))
+            kept_runs = select(LetterRecord.run_id)
+            counts["runs"] = session.execute(
+                delete(RunRecord).where(
+                    RunRecord.started_at < before, RunRecord.id.not_in(kept_runs)
+                )
+            ).rowcount
+            session.execute(delete(RunSlotRecord).where(RunSlotRecord.as_of < before.date()))
+            session.execute(delete(CheckpointRecord))
+            session.add(CheckpointRecord(id=1, seq=cut, hash=cut_hash, purged_at=utcnow()))
+            append_event(
+                session, kind="purge", status="purged", actor=operator,
+                reason=f"records before {before.date().isoformat()} purged",
+                payload={"checkpoint_seq": cut, "checkpoint_hash": cut_hash, **counts},
+            )  # fmt: skip
+            return counts
 
     def letter(self, letter_id: int) -> LetterRecord | None:
         with Session(self.engine, expire_on_commit=False) as session:

@@ -466,9 +466,7 @@ def _count_responses(
     with history.connect() as connection:
         for layout, count in connection.execute(by_layout):
             figures.setdefault(layout, LayoutFigures(layout, responses=0)).responses = count
-        report.responses_by_kind = {
-            str(kind): count for kind, count in connection.execute(by_kind)
-        }
+        report.responses_by_kind = {str(kind): count for kind, count in connection.execute(by_kind)}
 
 
 # --- terminal -----------------------------------------------------------------------------
@@ -567,7 +565,7 @@ def bar_chart(
     height = legend_h + sum(len(b) * (bar_h + gap) + group_gap for _, b in groups) + 10
     width = label_w + chart_w + right
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'<svg role="img" viewBox="0 0 {width} {height}" '
         f'width="100%" style="max-width:{width}px" aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
     ]

@@ -1,0 +1,372 @@
+"""`cobranca history`: the letters on record, listed and shown, against a real run's history.
+
+The history is built by running the real job on the demo database with a real SMTP server; the
+expected rows are read back from the database with plain SQL, so the command is checked against
+the stored data, and `show --raw` against what the SMTP server actually received.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from cobranca.config import Config, load_config
+from cobranca.history_view import add_history_parser, history_command
+from cobranca.render import money
+from cobranca.runner import run_layouts
+from conftest import AS_OF, LAYOUTS, SmtpServer, config_data, write_config
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="cobranca")
+    add_history_parser(root.add_subparsers(dest="command", required=True), [])
+    return root
+
+
+class BytesOut(io.TextIOWrapper):
+    """A text stream with a byte buffer, as sys.stdout is."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO(), encoding="utf-8", newline="")
+
+    def value(self) -> bytes:
+        self.flush()
+        return self.buffer.getvalue()  # type: ignore[attr-defined]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    data: bytes
+
+
+@dataclass
+class World:
+    config: Config
+    history_url: str
+    smtp: SmtpServer
+
+    def run(self, *argv: str) -> Result:
+        args = parser().parse_args(["history", *argv])
+        out, err = BytesOut(), io.StringIO()
+        code = history_command(self.config, args, out=out, err=err)
+        data = out.value()
+        return Result(code, data.decode("utf-8"), err.getvalue(), data)
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        engine = create_engine(self.history_url)
+        with engine.connect() as connection:
+            found = [dict(r._mapping) for r in connection.execute(text(sql), params)]
+        engine.dispose()
+        return found
+
+    def ids(self, where: str = "1=1", **params: Any) -> list[int]:
+        return [
+            r["id"]
+            for r in self.rows(f"SELECT id FROM cobranca_letters WHERE {where} ORDER BY id", **params)
+        ]
+
+
+@pytest.fixture
+def world(demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path) -> World:
+    history_url = f"sqlite:///{tmp_path / 'history.db'}"
+    path = write_config(
+        tmp_path / "cobranca.yaml",
+        config_data(source_url=demo_sqlite, history_url=history_url, smtp=smtp_server),
+    )
+    config = load_config(path)
+    run_layouts(config, as_of=AS_OF)
+    # A second day, so the as-of filters and run filters have something to tell apart.
+    run_layouts(config, [LAYOUTS[0]["name"]], as_of=AS_OF + timedelta(days=3))
+    world = World(config, history_url, smtp_server)
+    assert len(world.ids()) >= 4, "the demo run must record letters for these tests to mean much"
+    assert len({r["as_of"] for r in world.rows("SELECT as_of FROM cobranca_letters")}) == 2
+    return world
+
+
+def table_ids(out: str) -> list[int]:
+    """The letter ids of the table's rows (not the header, footer or response lines)."""
+    rows = [line.split() for line in out.splitlines()[1:]]
+    return [int(r[0]) for r in rows if len(r) > 1 and r[0].isdigit() and r[1][:2] == "20"]
+
+
+def json_ids(out: str) -> list[int]:
+    return [item["id"] for item in json.loads(out)]
+
+
+# --- list -------------------------------------------------------------------------------------
+
+
+def test_list_shows_every_letter_in_id_order(world: World) -> None:
+    result = world.run()
+    assert result.code == 0, result.err
+    assert table_ids(result.out) == world.ids()
+    assert result.out.rstrip().endswith(f"{len(world.ids())} letter(s)")
+    assert table_ids(world.run("list").out) == world.ids()
+
+
+def test_list_filters_by_customer(world: World) -> None:
+    first = world.rows("SELECT customer_code, customer_store FROM cobranca_letters LIMIT 1")[0]
+    code, store = first["customer_code"], first["customer_store"]
+    expected = world.ids("customer_code = :c AND customer_store = :s", c=code, s=store)
+    assert expected and expected != world.ids()
+    assert json_ids(world.run("--customer", f"{code}/{store}", "--format", "json").out) == expected
+    assert json_ids(world.run("--customer", code, "--format", "json").out) == world.ids(
+        "customer_code = :c", c=code
+    )
+    assert json_ids(world.run("--customer", "NOSUCH", "--format", "json").out) == []
+
+
+def test_list_filters_by_layout_status_date_and_run(world: World) -> None:
+    layout = LAYOUTS[1]["name"]
+    expected = world.ids("layout = :l", l=layout)
+    assert expected and expected != world.ids()
+    assert json_ids(world.run("--layout", layout, "--format", "json").out) == expected
+
+    statuses = {r["status"] for r in world.rows("SELECT status FROM cobranca_letters")}
+    for status in statuses:
+        got = json_ids(world.run("--status", status, "--format", "json").out)
+        assert got == world.ids("status = :s", s=status)
+    assert json_ids(world.run("--status", "ambiguous", "--format", "json").out) == world.ids(
+        "status = 'ambiguous'"
+    )
+
+    later = (AS_OF + timedelta(days=1)).isoformat()
+    assert json_ids(world.run("--from", later, "--format", "json").out) == world.ids(
+        "as_of >= :d", d=later
+    )
+    assert json_ids(world.run("--to", AS_OF.isoformat(), "--format", "json").out) == world.ids(
+        "as_of <= :d", d=AS_OF.isoformat()
+    )
+    assert json_ids(world.run("--from", later, "--to", later, "--format", "json").out) == []
+
+    runs = [r["id"] for r in world.rows("SELECT id FROM cobranca_runs ORDER BY id")]
+    some = [run for run in runs if world.ids("run_id = :r", r=run)]
+    assert len(some) >= 2
+    got = json_ids(world.run("--run", str(some[0]), "--format", "json").out)
+    assert got == world.ids("run_id = :r", r=some[0])
+    assert got != world.ids()
+
+
+def test_list_filters_by_title_key(world: World) -> None:
+    rows = world.rows(
+        "SELECT title_key, letter_id FROM cobranca_letter_titles ORDER BY letter_id DESC"
+    )
+    key = rows[0]["title_key"]
+    expected = sorted({r["letter_id"] for r in rows if r["title_key"] == key})
+    assert expected != world.ids()
+    assert json_ids(world.run("--title", key, "--format", "json").out) == expected
+    assert table_ids(world.run("--title", key).out) == expected
+    assert json_ids(world.run("--title", "no|such|key", "--format", "json").out) == []
+
+
+def test_csv_and_json_match_the_database(world: World) -> None:
+    letters = world.rows("SELECT * FROM cobranca_letters ORDER BY id")
+    titles = world.rows("SELECT * FROM cobranca_letter_titles ORDER BY id")
+    by_letter: dict[int, list[dict[str, Any]]] = {}
+    for title in titles:
+        by_letter.setdefault(title["letter_id"], []).append(title)
+
+    result = world.run("--format", "csv")
+    assert result.code == 0, result.err
+    rows = list(csv.DictReader(io.StringIO(result.out)))
+    assert [int(r["id"]) for r in rows] == [r["id"] for r in letters]
+    for row, db in zip(rows, letters, strict=True):
+        for name in ("layout", "customer_code", "customer_store", "customer_name", "status",
+                     "reason", "subject", "message_id", "recipients", "transport"):  # fmt: skip
+            assert row[name] == db[name], name
+        assert row["as_of"] == str(db["as_of"])
+        assert int(row["run_id"]) == db["run_id"]
+        assert Decimal(row["total"]) == Decimal(db["total"])
+        assert row["title_keys"].split("; ") == [t["title_key"] for t in by_letter[db["id"]]]
+
+    items = json.loads(world.run("--format", "json").out)
+    assert [i["id"] for i in items] == [r["id"] for r in letters]
+    for item, db in zip(items, letters, strict=True):
+        assert (item["layout"], item["status"], item["message_id"], item["subject"]) == (
+            db["layout"], db["status"], db["message_id"], db["subject"],
+        )  # fmt: skip
+        assert Decimal(item["total"]) == Decimal(db["total"])
+        stored = by_letter[db["id"]]
+        assert [t["title_key"] for t in item["titles"]] == [t["title_key"] for t in stored]
+        assert [Decimal(t["balance"]) for t in item["titles"]] == [
+            Decimal(t["balance"]) for t in stored
+        ]
+        assert [t["recno"] for t in item["titles"]] == [t["recno"] for t in stored]
+        assert item["responses"] == []
+
+
+def test_limit(world: World) -> None:
+    everything = world.ids()
+    result = world.run("--limit", "2")
+    assert table_ids(result.out) == everything[:2]
+    assert "the first 2" in result.out
+    assert json_ids(world.run("--limit", "3", "--format", "json").out) == everything[:3]
+    assert "the first" not in world.run().out  # fewer than the default 200
+
+
+def test_bad_arguments_exit_2(world: World) -> None:
+    for argv in (
+        ("--status", "nonsense"),
+        ("--customer", "/01"),
+        ("--from", "2026-12-10", "--to", "2026-12-01"),
+        ("show",),
+        ("show", "1", "--layout", "x"),
+        ("list", "--raw"),
+    ):
+        result = world.run(*argv)
+        assert result.code == 2, argv
+        assert result.err.startswith("cobranca history: "), argv
+        assert result.out == "", argv
+    with pytest.raises(SystemExit) as exc:
+        parser().parse_args(["history", "--from", "04/12/2026"])
+    assert exc.value.code == 2
+
+
+# --- show -------------------------------------------------------------------------------------
+
+
+def _sent_letter(world: World) -> dict[str, Any]:
+    return world.rows("SELECT * FROM cobranca_letters WHERE status = 'sent' ORDER BY id")[0]
+
+
+def test_show_prints_fields_titles_provenance_events_and_message(world: World) -> None:
+    letter = _sent_letter(world)
+    result = world.run("show", str(letter["id"]))
+    assert result.code == 0, result.err
+    out = result.out
+    run = world.rows("SELECT * FROM cobranca_runs WHERE id = :r", r=letter["run_id"])[0]
+    assert f"Letter {letter['id']}" in out
+    assert run["config_digest"] in out
+    assert letter["templates_digest"] and letter["templates_digest"] in out
+    assert letter["server_reply"] and letter["server_reply"] in out
+    rule = json.loads(letter["rule"])
+    assert json.dumps(rule, indent=2, sort_keys=True, ensure_ascii=False).splitlines()[1] in out
+    for title in world.rows(
+        "SELECT * FROM cobranca_letter_titles WHERE letter_id = :i", i=letter["id"]
+    ):
+        assert title["title_key"] in out
+        assert money(Decimal(title["balance"])) in out
+    assert money(Decimal(letter["total"])) in out
+
+    events = world.rows(
+        "SELECT * FROM cobranca_events WHERE letter_id = :i ORDER BY seq", i=letter["id"]
+    )
+    assert [e["status"] for e in events][-1] == "sent" and len(events) >= 2
+    positions = [out.index(f"#{e['seq']} ") for e in events]
+    assert positions == sorted(positions)
+    for event in events:
+        at = datetime.fromisoformat(str(event["at"])).replace(tzinfo=UTC)
+        local = at.astimezone(world.config.zone).strftime("%Y-%m-%d %H:%M:%S")
+        line = next(line for line in out.splitlines() if f"#{event['seq']} " in line)
+        assert local in line and event["status"] in line and event["actor"] in line
+
+    received = _received(world, letter["message_id"])
+    assert f"Message-ID: {letter['message_id']}" in out
+    assert f"Subject: {received['Subject']}" in out
+    assert received.get_body(preferencelist=("plain",)).get_content().strip() in out
+
+
+def _received(world: World, message_id: str) -> Any:
+    found = [m.message for m in world.smtp.received if m.message["Message-ID"] == message_id]
+    assert len(found) == 1
+    return found[0]
+
+
+def test_show_raw_is_the_message_as_received(world: World) -> None:
+    for letter in world.rows("SELECT * FROM cobranca_letters WHERE status = 'sent' LIMIT 3"):
+        result = world.run("show", str(letter["id"]), "--raw")
+        assert result.code == 0, result.err
+        assert result.data == letter["raw_message"].encode("utf-8")
+        mine = message_from_bytes(result.data, policy=policy.default)
+        theirs = _received(world, letter["message_id"])
+        assert mine["Message-ID"] == theirs["Message-ID"] == letter["message_id"]
+        assert mine["Subject"] == theirs["Subject"] == letter["subject"]
+        for kind in ("plain", "html"):
+            ours, sent = mine.get_body((kind,)), theirs.get_body((kind,))
+            assert sent is not None and ours is not None, kind
+            assert ours.get_content() == sent.get_content(), kind
+
+
+def test_show_unknown_letter_exits_2(world: World) -> None:
+    missing = max(world.ids()) + 1000
+    for argv in (("show", str(missing)), ("show", str(missing), "--raw")):
+        result = world.run(*argv)
+        assert result.code == 2
+        assert f"no letter {missing}" in result.err
+        assert result.out == ""
+
+
+def test_no_history_database_is_an_empty_list(tmp_path: Path, demo_sqlite: str) -> None:
+    path = write_config(
+        tmp_path / "cobranca.yaml",
+        config_data(
+            source_url=demo_sqlite,
+            history_url=f"sqlite:///{tmp_path / 'none' / 'history.db'}",
+            outbox=tmp_path / "outbox",
+        ),
+    )
+    world = World(load_config(path), "", None)  # type: ignore[arg-type]
+    assert world.run().out.strip().endswith("0 letter(s)")
+    assert json.loads(world.run("--format", "json").out) == []
+    assert world.run("show", "1").code == 2
+    assert not (tmp_path / "none").exists()  # read only: nothing created
+
+
+# --- customer responses (another table, when it exists) ----------------------------------------
+
+
+def test_responses_follow_their_letters(world: World) -> None:
+    letter = _sent_letter(world)
+    key = world.rows(
+        "SELECT title_key FROM cobranca_letter_titles WHERE letter_id = :i", i=letter["id"]
+    )[0]["title_key"]
+    later = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    earlier = "2000-01-01 00:00:00.000000"
+    engine = create_engine(world.history_url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TABLE cobranca_responses (id INTEGER PRIMARY KEY, customer_code "
+                "VARCHAR(16), customer_store VARCHAR(8), title_key VARCHAR(80), kind VARCHAR(32),"
+                " created_at DATETIME, operator VARCHAR(255), note TEXT, closed_at DATETIME)"
+            )
+        )
+        insert = text(
+            "INSERT INTO cobranca_responses (customer_code, customer_store, title_key, kind, "
+            "created_at, operator, note) VALUES (:c, :s, :k, :kind, :at, 'ana', :note)"
+        )
+        c, s = letter["customer_code"], letter["customer_store"]
+        connection.execute(insert, dict(c=c, s=s, k=key, kind="promise", at=later, note="pays fri"))
+        connection.execute(insert, dict(c=c, s=s, k=None, kind="dispute", at=later, note="whole"))
+        connection.execute(insert, dict(c=c, s=s, k=None, kind="old", at=earlier, note="before"))
+        connection.execute(insert, dict(c=c, s=s, k="x|y", kind="other", at=later, note="nope"))
+    engine.dispose()
+
+    shown = world.run("show", str(letter["id"])).out
+    assert "promise" in shown and "pays fri" in shown and "dispute" in shown
+    assert "before" not in shown and "nope" not in shown
+
+    table = world.run("--customer", f"{letter['customer_code']}/{letter['customer_store']}").out
+    lines = table.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split()[0] == str(letter["id"]))
+    assert "promise" in lines[at + 1] and "↳" in lines[at + 1]
+
+    items = {i["id"]: i for i in json.loads(world.run("--format", "json").out)}
+    kinds = [r["kind"] for r in items[letter["id"]]["responses"]]
+    assert kinds == ["promise", "dispute"]
+    others = [i for i in items.values() if i["customer_code"] != letter["customer_code"]]
+    assert all(i["responses"] == [] for i in others)
