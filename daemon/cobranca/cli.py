@@ -22,6 +22,7 @@ from .config import Config, ConfigError, find_config_path, load_config
 from .listing import add_titles_parser, titles_command
 from .preview import add_preview_parser, preview_command
 from .printing import add_print_parser, print_command
+from .report import add_report_parser, report_command
 from .responses import add_response_parser, response_command
 from .runner import LetterStateError
 from .send import add_send_parser, send_command
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_titles_parser(commands, [common])
     add_print_parser(commands, [common])
     add_response_parser(commands, [common])
+    add_report_parser(commands, [common])
 
     audit = commands.add_parser("audit", parents=[common], help="tamper evidence of the history")
     audit.add_argument(
@@ -193,6 +195,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return print_command(config, args)
     if args.command == "response":
         return response_command(config, args, _today(config))
+    if args.command == "report":
+        return report_command(config, args)
     raise AssertionError(args.command)
 
 

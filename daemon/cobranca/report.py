@@ -150,10 +150,10 @@ class Report:
     @property
     def total(self) -> LayoutFigures:
         total = LayoutFigures("Total")
-        if self.responses_available:
-            total.responses = 0
         for figures in self.layouts:
             total.add(figures)
+        # A response follows every layout that wrote to the customer: the total counts it once.
+        total.responses = sum(self.responses_by_kind.values()) if self.responses_available else None
         return total
 
     def as_dict(self) -> dict[str, Any]:
@@ -558,7 +558,7 @@ def bar_chart(
     maximum: float | None = None,
 ) -> Markup:
     """Horizontal grouped bars as inline SVG: groups of (label, [(series, value, text, color)])."""
-    label_w, bar_h, gap, group_gap, chart_w, right = 190, 16, 4, 18, 420, 90
+    label_w, bar_h, gap, group_gap, chart_w, right = 190, 16, 4, 18, 420, 160
     legend_h = 34
     values = [v for _, bars in groups for _, v, _, _ in bars]
     top = maximum if maximum is not None else max([*values, 1])
