@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
 from .config import Config, ConfigError, find_config_path, load_config
+from .history_view import add_history_parser, history_command
 from .listing import add_titles_parser, titles_command
 from .preview import add_preview_parser, preview_command
 from .printing import add_print_parser, print_command
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_print_parser(commands, [common])
     add_response_parser(commands, [common])
     add_report_parser(commands, [common])
+    add_history_parser(commands, [common])
 
     audit = commands.add_parser("audit", parents=[common], help="tamper evidence of the history")
     audit.add_argument(
@@ -197,6 +199,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return response_command(config, args, _today(config))
     if args.command == "report":
         return report_command(config, args)
+    if args.command == "history":
+        return history_command(config, args)
     raise AssertionError(args.command)
 
 

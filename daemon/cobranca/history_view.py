@@ -8,8 +8,9 @@ templates digest, the layout rule), its audit events and the message as sent; ``
 only the message, byte for byte, to pipe into a mail client.
 
 Customer responses (table ``cobranca_responses``, when the database has it) are shown after each
-letter: those of the same customer recorded at or after the letter was created, either about
-the whole customer (no título key) or about a título the letter carried.
+letter: a response that names its letter (``letter_id``) under that letter only; any other, of
+the same customer and recorded at or after the letter was created, when it is about the whole
+customer (no título key) or about a título the letter carried.
 
 Nothing is created or written: a history database that does not exist yet has no letters.
 """
@@ -240,6 +241,9 @@ class Response:
     operator: str
     note: str
     closed_at: datetime | None
+    letter_id: int | None = None  # when the response names the letter it answers
+    amount: Decimal | None = None
+    promised_date: date | None = None
 
 
 def _utc(value: Any) -> datetime | None:
@@ -251,6 +255,28 @@ def _utc(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    try:
+        return Decimal(str(value))
+    except ArithmeticError:
+        return None
+
+
+def _day(value: Any) -> date | None:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
 
 
 class HistoryReader:
@@ -327,6 +353,9 @@ class HistoryReader:
                     operator=str(values["operator"] or ""),
                     note=str(values["note"] or ""),
                     closed_at=_utc(values["closed_at"]),
+                    letter_id=values.get("letter_id"),
+                    amount=_decimal(values.get("amount")),
+                    promised_date=_day(values.get("promised_date")),
                 )
                 key = (response.customer_code, response.customer_store)
                 by_customer.setdefault(key, []).append(response)
@@ -339,8 +368,14 @@ class HistoryReader:
             found[letter.id] = [
                 response
                 for response in by_customer.get(customer, [])
-                if (response.created_at is None or since is None or response.created_at >= since)
-                and (response.title_key is None or response.title_key in keys)
+                if response.letter_id == letter.id
+                or (
+                    response.letter_id is None
+                    and (
+                        response.created_at is None or since is None or response.created_at >= since
+                    )
+                    and (response.title_key is None or response.title_key in keys)
+                )
             ]
         return found
 
@@ -387,6 +422,10 @@ def _plain(value: Decimal | None) -> str:
 
 def _response_line(response: Response, zone: ZoneInfo) -> str:
     about = response.title_key or "customer"
+    if response.amount is not None:
+        about += f", {money(response.amount)}"
+    if response.promised_date is not None:
+        about += f", promised for {short_date(response.promised_date)}"
     closed = f", closed {_local(response.closed_at, zone)}" if response.closed_at else ""
     note = f": {response.note}" if response.note else ""
     return (
@@ -406,6 +445,9 @@ def _response_json(response: Response) -> dict[str, Any]:
         "operator": response.operator,
         "note": response.note,
         "closed_at": _iso(response.closed_at) or None,
+        "letter_id": response.letter_id,
+        "amount": _plain(response.amount) or None,
+        "promised_date": response.promised_date.isoformat() if response.promised_date else None,
     }
 
 
@@ -584,7 +626,7 @@ def _write_show(found: tuple[Any, ...], zone: ZoneInfo, out: TextIO) -> None:
         return
     message = _message(letter.raw_message)
     for name, value in message.items():
-        line(f"  {name}: {value}\n")
+        line(f"  {name}: {' '.join(str(value).split())}\n")
     plain = (
         message.get_body(preferencelist=("plain",)) if isinstance(message, EmailMessage) else None
     )
