@@ -18,6 +18,7 @@ from datetime import date, datetime
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
+from .arguments import iso_date
 from .config import Config, ConfigError, find_config_path, load_config
 from .history_view import add_history_parser, history_command
 from .listing import add_titles_parser, titles_command
@@ -33,13 +34,6 @@ EXIT_FAILURES = 1
 EXIT_USAGE = 2
 
 log = logging.getLogger("cobranca")
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=[common], help="run layouts once now (the scheduler's job)"
     )
     run.add_argument("layouts", nargs="*", metavar="LAYOUT", help="layouts to run (default: all)")
-    run.add_argument("--as-of", type=_date, help="reference date YYYY-MM-DD (default: today)")
+    run.add_argument("--as-of", type=iso_date, help="reference date YYYY-MM-DD (default: today)")
     run.add_argument(
         "--dry-run", action="store_true", help="render and report; send and record nothing"
     )
@@ -105,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser(
         "purge", parents=[common], help="delete records past the retention period"
     )
-    purge.add_argument("--before", type=_date, help="default: today − history.retention_days")
+    purge.add_argument("--before", type=iso_date, help="default: today − history.retention_days")
     purge.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     purge.add_argument("--operator", help="who purges (default: $USER)")
 
@@ -119,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", help="SQLAlchemy URL (default: the config's source database)")
     demo.add_argument("--customers", type=int, default=40)
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--as-of", type=_date, help="dates are relative to this day (default: today)")
+    demo.add_argument(
+        "--as-of", type=iso_date, help="dates are relative to this day (default: today)"
+    )
     demo.add_argument("--company", help="company code (default: the config's, else 01)")
 
     config = commands.add_parser("config", parents=[common], help="config file helpers")

@@ -34,6 +34,7 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from .arguments import iso_date
 from .config import Config
 from .history import LetterEventRecord, LetterRecord, LetterTitleRecord, RunRecord
 from .models import LetterStatus
@@ -58,13 +59,6 @@ class HistoryUsage(Exception):
 
 
 # --- the parser -------------------------------------------------------------------------------
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
 
 
 def _positive(text: str) -> int:
@@ -126,10 +120,10 @@ def add_history_parser(commands: Any, parents: Sequence[argparse.ArgumentParser]
         help="only this status (repeatable; comma-separated lists too)",
     )
     parser.add_argument(
-        "--from", dest="date_from", type=_date, metavar="YYYY-MM-DD", help="as-of on or after"
+        "--from", dest="date_from", type=iso_date, metavar="YYYY-MM-DD", help="as-of on or after"
     )
     parser.add_argument(
-        "--to", dest="date_to", type=_date, metavar="YYYY-MM-DD", help="as-of on or before"
+        "--to", dest="date_to", type=iso_date, metavar="YYYY-MM-DD", help="as-of on or before"
     )
     parser.add_argument(
         "--run", action="append", default=[], type=_positive, metavar="RUN_ID", help="only run"

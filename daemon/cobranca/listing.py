@@ -25,11 +25,13 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TextIO
 
+from .arguments import amount, iso_date
 from .config import Config, ConfigError
 from .models import Customer, CustomerTitles, Title
+from .protheus import CENTS
 from .source import ProtheusSource, SourceError, TitleFilter
 
 EXIT_OK = 0
@@ -37,8 +39,6 @@ EXIT_FAILURES = 1
 EXIT_USAGE = 2
 
 EMPTY_MESSAGE = "no open títulos match"
-CENTS = Decimal("0.01")
-MAX_AMOUNT = Decimal("1e14")  # E1_SALDO is N16,2
 # Customers written per history query (and held in memory at most, with their títulos).
 BATCH_CUSTOMERS = 200
 BATCH_TITLES = 5000
@@ -392,30 +392,6 @@ WRITERS: dict[str, type[Writer]] = {"table": TableWriter, "csv": CsvWriter, "jso
 # --- the command ------------------------------------------------------------------------------
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
-
-
-def _amount(text: str) -> Decimal:
-    cleaned = text.strip()
-    if "," in cleaned and "." not in cleaned and cleaned.count(",") == 1:
-        cleaned = cleaned.replace(",", ".")  # 1234,50 as finance types it
-    try:
-        value = Decimal(cleaned)
-        good = value.is_finite() and 0 <= value < MAX_AMOUNT and value == value.quantize(CENTS)
-    except InvalidOperation:
-        good = False
-    if not good:
-        raise argparse.ArgumentTypeError(
-            f"not an amount: {text!r} (write it like 1234.50: no thousands separator, "
-            "at most two decimals)"
-        )
-    return value
-
-
 def _listed(values: Iterable[str]) -> tuple[str, ...]:
     """Repeated options, each possibly comma-separated: --type NF,DP --type BOL."""
     return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
@@ -444,10 +420,10 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
         help="only this branch (repeatable)",
     )
     parser.add_argument(
-        "--due-from", type=_date, metavar="YYYY-MM-DD", help="real due date on or after"
+        "--due-from", type=iso_date, metavar="YYYY-MM-DD", help="real due date on or after"
     )
     parser.add_argument(
-        "--due-to", type=_date, metavar="YYYY-MM-DD", help="real due date on or before"
+        "--due-to", type=iso_date, metavar="YYYY-MM-DD", help="real due date on or before"
     )
     parser.add_argument(
         "--days-late-min",
@@ -460,7 +436,7 @@ def add_filter_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-balance",
-        type=_amount,
+        type=amount,
         metavar="AMOUNT",
         help="balance net of abatements at least AMOUNT (e.g. 100.00)",
     )
@@ -504,7 +480,7 @@ def add_titles_parser(commands: Any, parents: Sequence[argparse.ArgumentParser])
         "and minimum; cadence not applied); combines only with --customer",
     )
     parser.add_argument(
-        "--as-of", type=_date, metavar="YYYY-MM-DD", help="reference date (default: today)"
+        "--as-of", type=iso_date, metavar="YYYY-MM-DD", help="reference date (default: today)"
     )
     parser.add_argument(
         "--format", choices=list(WRITERS), default="table", help="table (default), csv or json"

@@ -12,6 +12,7 @@ import tempfile
 from datetime import date
 from pathlib import Path
 
+from .arguments import iso_date
 from .config import Config
 from .mail import build_message, new_message_id
 from .models import PlannedLetter, RenderedLetter
@@ -27,7 +28,7 @@ def add_preview_parser(commands: argparse._SubParsersAction, parents: list) -> N
     )
     preview.add_argument("layout", metavar="LAYOUT")
     preview.add_argument("--customer", required=True, metavar="CODE[/STORE]")
-    preview.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    preview.add_argument("--as-of", type=iso_date, metavar="YYYY-MM-DD")
     preview.add_argument("--format", choices=["text", "html", "eml", "pdf"], default="text")
     preview.add_argument(
         "--open", action="store_true", help="write the HTML (or PDF) to a file and print its path"

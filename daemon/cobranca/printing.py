@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+from .arguments import iso_date
 from .config import Config, ConfigError, Layout
 from .history import HistoryStore, LetterRecord
 from .mail import new_message_id
@@ -41,13 +42,6 @@ PROGRESS_EVERY = 50
 TRANSPORT = "print"
 _CUSTOMER = re.compile(r"[^/\s]+(/[^/\s]+)?")
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9_-]+")
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
 
 
 def add_print_parser(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
@@ -77,7 +71,7 @@ def add_print_parser(commands: argparse._SubParsersAction, parents: list) -> Non
     )
     printing.add_argument(
         "--as-of",
-        type=_date,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="reference date of new letters (default: today); without --customer or "
         "--all-selected, print only the letters awaiting print of that date",

@@ -23,9 +23,9 @@ from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .models import PlannedLetter, RenderedLetter, Title
+from .protheus import CENTS
 
 LOCALE = "pt_BR"
-CENTS = Decimal("0.01")
 HTML_SUFFIX = ".html.j2"
 TEXT_SUFFIX = ".txt.j2"
 

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from . import protheus
+from .arguments import iso_date
 from .config import Config
 from .history import LetterRecord, LetterTitleRecord
 from .models import LetterStatus
@@ -174,13 +175,6 @@ class Report:
 # --- command line --------------------------------------------------------------------------
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {text!r}") from None
-
-
 def add_report_parser(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
     report = commands.add_parser(
         "report",
@@ -193,12 +187,12 @@ def add_report_parser(commands: argparse._SubParsersAction, parents: list) -> No
     report.add_argument(
         "--from",
         dest="date_from",
-        type=_date,
+        type=iso_date,
         metavar="YYYY-MM-DD",
         help="first reference date (default: 29 days before --to, 30 days in all)",
     )
     report.add_argument(
-        "--to", dest="date_to", type=_date, metavar="YYYY-MM-DD", help="last reference date "
+        "--to", dest="date_to", type=iso_date, metavar="YYYY-MM-DD", help="last reference date "
         "(default: today)",
     )  # fmt: skip
     report.add_argument(

@@ -11,23 +11,13 @@ from __future__ import annotations
 import argparse
 import getpass
 from datetime import date, timedelta
-from decimal import Decimal, InvalidOperation
 
+from .arguments import amount, iso_date
 from .config import Config
 from .history import RESPONSE_KINDS, HistoryStore, ResponseRecord
 from .render import money
 from .runner import LetterStateError
 from .source import ProtheusSource, TitleFilter
-
-
-def _amount(text: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount like 1234.50: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("the amount must be positive")
-    return value.quantize(Decimal("0.01"))
 
 
 def add_response_parser(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
@@ -40,8 +30,8 @@ def add_response_parser(commands: argparse._SubParsersAction, parents: list) -> 
     add.add_argument("--kind", required=True, choices=RESPONSE_KINDS)
     add.add_argument("--title", metavar="KEY", help="the título it covers (default: all)")
     add.add_argument("--letter", type=int, metavar="LETTER_ID", help="the letter it answers")
-    add.add_argument("--amount", type=_amount, help="promised amount")
-    add.add_argument("--date", type=date.fromisoformat, help="promised payment date")
+    add.add_argument("--amount", type=amount, help="promised amount")
+    add.add_argument("--date", type=iso_date, help="promised payment date")
     add.add_argument("--note", default="", help="dispute reason, phone note...")
     add.add_argument("--proof", default="", help="payment proof reference")
     add.add_argument("--operator", help="who records it (default: $USER)")
@@ -56,7 +46,7 @@ def add_response_parser(commands: argparse._SubParsersAction, parents: list) -> 
     state.add_argument("--open", action="store_true", help="only open ones")
     state.add_argument("--closed", action="store_true", help="only closed ones")
     state.add_argument("--broken", action="store_true", help="promises past due and unpaid")
-    listing.add_argument("--as-of", type=date.fromisoformat, help="reference date (default today)")
+    listing.add_argument("--as-of", type=iso_date, help="reference date (default today)")
 
 
 def response_command(config: Config, args: argparse.Namespace, today: date) -> int:

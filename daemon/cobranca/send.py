@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 
+from .arguments import iso_date
 from .config import Config
 from .listing import add_filter_arguments, title_filter
 from .models import Disposition, PlannedLetter
@@ -28,7 +29,7 @@ def add_send_parser(commands: argparse._SubParsersAction, parents: list) -> None
     )  # fmt: skip
     send.add_argument("layout", metavar="LAYOUT")
     add_filter_arguments(send)
-    send.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    send.add_argument("--as-of", type=iso_date, metavar="YYYY-MM-DD")
     send.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     send.add_argument(
         "--force", action="store_true", help="send even within the layout's cadence (recorded)"
