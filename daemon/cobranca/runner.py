@@ -158,8 +158,9 @@ class _Run:
     sleep: Callable[[float], bool]
     trigger: str
 
-    @property
+    @functools.cached_property
     def templates_digest(self) -> str:
+        """Once per run: the templates cannot change under a run that already loaded them."""
         return templates_digest(self.config.templates_dir)
 
 
