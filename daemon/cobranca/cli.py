@@ -22,12 +22,14 @@ from .arguments import iso_date
 from .config import Config, ConfigError, find_config_path, load_config
 from .history_view import add_history_parser, history_command
 from .listing import add_titles_parser, titles_command
+from .logs import configure as configure_logging
 from .preview import add_preview_parser, preview_command
 from .printing import add_print_parser, print_command
 from .report import add_report_parser, report_command
 from .responses import add_response_parser, response_command
 from .runner import LetterStateError
 from .send import add_send_parser, send_command
+from .status import add_status_parser, status_command
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -46,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    common.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text (with journald priorities under systemd) or JSON lines",
     )
     parser = argparse.ArgumentParser(
         prog="cobranca",
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_response_parser(commands, [common])
     add_report_parser(commands, [common])
     add_history_parser(commands, [common])
+    add_status_parser(commands, [common])
 
     audit = commands.add_parser("audit", parents=[common], help="tamper evidence of the history")
     audit.add_argument(
@@ -128,13 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    # APScheduler narrates every job it adds; our own lines say what matters.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.root.level))
+    configure_logging(args.log_level, args.log_format)
     try:
         return _dispatch(args)
     except ConfigError as exc:
@@ -197,6 +200,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return report_command(config, args)
     if args.command == "history":
         return history_command(config, args)
+    if args.command == "status":
+        return status_command(config, datetime.now(config.zone))
     raise AssertionError(args.command)
 
 

@@ -15,12 +15,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
-from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MISSED, JobExecutionEvent
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+)
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -30,6 +36,7 @@ from .check import check_templates
 from .config import Config, ConfigError, load_config
 from .cron import describe_cron, parse_cron
 from .history import HistoryStore
+from .notify import notify, watchdog_interval
 from .runner import RunReport, error_text, run_layouts
 
 log = logging.getLogger(__name__)
@@ -177,6 +184,22 @@ class Daemon:
         log.info("config reloaded from %s (%d layouts)", self.config_path, len(config.layouts))
         return True
 
+    def status_line(self) -> str:
+        """One line for `systemctl status`: the next run and the last result."""
+        jobs = [j for j in self.scheduler.get_jobs() if j.next_run_time is not None]
+        parts = []
+        if jobs:
+            job = min(jobs, key=lambda j: j.next_run_time)
+            parts.append(f"next: {job.id} at {job.next_run_time:%Y-%m-%d %H:%M}")
+        if self.finished_runs:
+            result = self.finished_runs[-1].results[0]
+            outcome = "error" if result.error else "ok"
+            parts.append(
+                f"last: {result.layout} {outcome}, {result.sent} sent, {result.failed} failed, "
+                f"{result.ambiguous} ambiguous"
+            )
+        return "; ".join(parts) or "no layout scheduled"
+
     def stop(self) -> None:
         """Let the letter in flight finish, leave the rest for the next run, then exit."""
         self.stop_event.set()
@@ -200,7 +223,12 @@ def load_and_check(path: Path) -> Config:
 
 
 def serve(config_path: Path) -> int:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code."""
+    """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
+
+    Under systemd (Type=notify) it says READY=1 once scheduled, keeps STATUS= current (next
+    run, last result), pings the watchdog from the control loop, and says RELOADING=1 /
+    STOPPING=1 around a reload and a stop.
+    """
     daemon = Daemon(config_path)
     wake = threading.Event()
     reload_requested = threading.Event()
@@ -217,14 +245,23 @@ def serve(config_path: Path) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGHUP, on_reload)
+    daemon.scheduler.add_listener(lambda event: wake.set(), EVENT_JOB_EXECUTED)
     daemon.start()
     log.info("daemon started with %s", config_path)
+    notify("READY=1", f"STATUS={daemon.status_line()}")
+    interval = watchdog_interval()
     while not daemon.stop_event.is_set():
-        wake.wait()
+        wake.wait(timeout=interval)
         wake.clear()
+        if interval:
+            notify("WATCHDOG=1")
         if reload_requested.is_set():
             reload_requested.clear()
+            notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             daemon.reload()
+            notify("READY=1")
+        notify(f"STATUS={daemon.status_line()}")
+    notify("STOPPING=1", "STATUS=stopping: finishing the letter in flight")
     daemon.stop()
     log.info("daemon stopped")
     return 0

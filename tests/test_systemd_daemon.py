@@ -1,0 +1,107 @@
+"""The daemon under systemd: notify protocol, journald priorities, `cobranca status` exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import time_machine
+
+from cobranca.cli import main
+from cobranca.scheduler import Daemon
+from conftest import REPO, config_data, write_config
+
+SP = ZoneInfo("America/Sao_Paulo")
+
+
+def _config(tmp_path: Path, source: str) -> Path:
+    return write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=source, history_url=f"sqlite:///{tmp_path / 'h.db'}",
+                    outbox=tmp_path / "outbox"),
+    )  # fmt: skip
+
+
+def _messages(sock: socket.socket, until: str, timeout: float = 20) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            seen.extend(sock.recv(4096).decode().split("\n"))
+        except TimeoutError:
+            break
+        if any(until in m for m in seen):
+            return seen
+    raise AssertionError(f"{until!r} never came; got {seen}")
+
+
+def test_notify_ready_status_watchdog_reload_and_stop(demo_sqlite: str, tmp_path: Path) -> None:
+    path = _config(tmp_path, demo_sqlite)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000",
+               "JOURNAL_STREAM": "8:1234", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        env.pop("WATCHDOG_PID", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cobranca", "daemon", "--config", str(path)],
+            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+        )  # fmt: skip
+        try:
+            first = _messages(sock, "READY=1")
+            assert any(m.startswith("STATUS=next: ") for m in first)
+            assert "WATCHDOG=1" in _messages(sock, "WATCHDOG=1")
+            process.send_signal(signal.SIGHUP)
+            reload = _messages(sock, "READY=1")
+            assert "RELOADING=1" in reload
+            process.send_signal(signal.SIGTERM)
+            assert "STOPPING=1" in _messages(sock, "STOPPING=1")
+            assert process.wait(timeout=20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+        stderr = process.stderr.read() if process.stderr else ""
+    lines = [line for line in stderr.splitlines() if line]
+    assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines
+    assert any("config reloaded" in line for line in lines)
+    assert any(line.startswith("<6>") and "daemon stopped" in line for line in lines)
+
+
+def test_json_log_lines(demo_sqlite: str, tmp_path: Path) -> None:
+    path = _config(tmp_path, demo_sqlite)
+    result = subprocess.run(
+        [sys.executable, "-m", "cobranca", "run", "primeiro-aviso", "--config", str(path),
+         "--as-of", "2026-12-04", "--log-format", "json"],
+        capture_output=True, text=True, cwd=REPO, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert entries and {"time", "level", "priority", "logger", "message"} <= entries[0].keys()
+    assert any("sent" in e["message"] for e in entries)
+
+
+def test_status_is_healthy_after_the_scheduled_runs_and_warns_on_a_missed_one(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, demo_sqlite)
+    with time_machine.travel(datetime(2026, 12, 4, 10, 30, tzinfo=SP), tick=False):
+        assert main(["status", "--config", str(path)]) == 1
+        out = capsys.readouterr().out
+        assert "WARNING: did not run when due at 2026-12-04 08:00" in out
+        assert "WARNING: did not run when due at 2026-12-04 09:00" in out
+    with time_machine.travel(datetime(2026, 12, 4, 10, 30, tzinfo=SP), tick=True):
+        daemon = Daemon(path)
+        for layout in ("lembrete-vencimento", "primeiro-aviso"):
+            assert daemon.run_layout(layout) is not None
+        assert main(["status", "--config", str(path)]) == 0
+        assert capsys.readouterr().out.strip().endswith("OK")
