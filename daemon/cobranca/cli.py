@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_commands.add_parser(
         "reference", parents=[common], help="print the config reference (Markdown)"
     )
+    config_commands.add_parser(
+        "generate", parents=[common], help="print a commented sample cobranca.yaml"
+    )
     return parser
 
 
@@ -155,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "config":
-        from .reference import config_reference
+        from .reference import config_reference, sample_config
 
-        print(config_reference(), end="")
+        print(sample_config() if args.config_command == "generate" else config_reference(), end="")
         return EXIT_OK
     if args.command == "demo-db":
         return _demo_db(args)

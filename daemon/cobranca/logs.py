@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -52,9 +53,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# Not inside <...>: Message-IDs stay whole, so a letter can be found in the mail server's log.
+_ADDRESS = re.compile(r"(?<![<A-Za-z0-9._%+-])([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
+
+
+class RedactAddresses(logging.Filter):
+    """E-mail addresses (in SMTP replies, say) keep only their first letter and domain (LGPD)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _ADDRESS.sub(r"\1***@\2", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
 def configure(level: str, style: str) -> None:
     """text (journal prefixes under systemd), or json."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactAddresses())
     if style == "json":
         handler.setFormatter(JsonFormatter())
     elif os.environ.get("JOURNAL_STREAM"):
