@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -105,3 +106,17 @@ def test_status_is_healthy_after_the_scheduled_runs_and_warns_on_a_missed_one(
             assert daemon.run_layout(layout) is not None
         assert main(["status", "--config", str(path)]) == 0
         assert capsys.readouterr().out.strip().endswith("OK")
+
+
+def test_operator_alert_on_a_failed_scheduled_run(smtp_server: Any, tmp_path: Path) -> None:
+    data = config_data(source_url=f"sqlite:///{tmp_path / 'missing.db'}",
+                       history_url=f"sqlite:///{tmp_path / 'h.db'}", smtp=smtp_server)  # fmt: skip
+    data["daemon"] = {"alert_email": "operador@empresa.example", "retry_limit": 0}
+    path = write_config(tmp_path / "c.yaml", data)
+    daemon = Daemon(path)
+    report = daemon.run_layout("primeiro-aviso")
+    assert report is not None and report.results[0].error
+    (alert,) = smtp_server.received
+    assert alert.rcpt_tos == ["operador@empresa.example"]
+    assert "[cobranca] layout primeiro-aviso" in str(alert.message["Subject"])
+    assert "does not exist" in alert.message.get_content()

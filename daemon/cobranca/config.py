@@ -323,11 +323,23 @@ class DaemonSettings(Model):
     retry_limit: int = Field(
         8, ge=0, le=100, description="Retries of one layout's scheduled run on the same day."
     )
+    alert_email: str | None = Field(
+        None,
+        description="Operator address told by e-mail (through the delivery settings) "
+        "when a scheduled run fails, is missed or leaves ambiguous letters.",
+    )
     catch_up: StrictBool = Field(
         True,
         description="At start, run today's slot of a layout whose time has passed and "
         "that has not run yet (once: days missed while down are not sent again).",
     )
+
+    @field_validator("alert_email")
+    @classmethod
+    def _alert_address(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.fullmatch(value):
+            raise ValueError(f"not an e-mail address: {value!r}")
+        return value
 
 
 class ResponseSettings(Model):

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 
@@ -36,8 +37,10 @@ from .check import check_templates
 from .config import Config, ConfigError, load_config
 from .cron import describe_cron, parse_cron
 from .history import HistoryStore
+from .mail import new_message_id
 from .notify import notify, watchdog_interval
 from .runner import RunReport, error_text, run_layouts
+from .transports import DeliveryError, open_transport
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,36 @@ class Daemon:
         if unfinished and not self.stop_event.is_set():
             why = result.error or "letters failed or left planned"
             self._retry_later(layout_name, attempt, why)
+        if result.error or result.failed or result.ambiguous:
+            self.alert(
+                f"layout {layout_name}: run of {as_of} "
+                + ("failed" if result.error else "finished with problems"),
+                f"sent {result.sent}, failed {result.failed}, ambiguous {result.ambiguous}, "
+                f"left planned {result.left_planned}\n{result.error}\n"
+                "See `cobranca status` and `cobranca letters --status ambiguous`.",
+            )
         return report
+
+    def alert(self, subject: str, body: str) -> bool:
+        """Tell the operator (daemon.alert_email), through the letters' own transport."""
+        address = self.config.daemon.alert_email
+        if not address:
+            return False
+        delivery = self.config.delivery
+        message = EmailMessage()
+        message["From"] = delivery.from_address
+        message["To"] = address
+        message["Subject"] = f"[cobranca] {subject}"
+        message["Message-ID"] = new_message_id(delivery)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(body)
+        try:
+            with open_transport(delivery) as transport:
+                transport.send(message, [address])
+        except (DeliveryError, ConfigError) as exc:
+            log.error("could not send the alert to the operator: %s", exc)
+            return False
+        return True
 
     def _retry_later(self, layout_name: str, attempt: int, why: str) -> None:
         settings = self.config.daemon
@@ -208,9 +240,11 @@ class Daemon:
 
     def _on_problem(self, event: JobExecutionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
-            log.error("layout %s: run due at %s was missed", event.job_id, event.scheduled_run_time)
+            what = f"run due at {event.scheduled_run_time} was missed"
         else:
-            log.error("layout %s: run failed: %r", event.job_id, event.exception)
+            what = f"run failed: {event.exception!r}"
+        log.error("layout %s: %s", event.job_id, what)
+        self.alert(f"layout {event.job_id}: {what}", what)
 
 
 def load_and_check(path: Path) -> Config:
