@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG := config/cobranca.yaml
+MIN_VENV  := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,11 +23,19 @@ demo: $(STAMP)
 demo-reset:
 	rm -rf var/
 
-## test: lint and the whole test suite (PostgreSQL tests need 127.0.0.1:5432)
-test: $(STAMP)
+## test: lint, the whole suite, and the core of it on the lowest dependency versions we allow
+test: $(STAMP) $(MIN_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check daemon tests
 	$(BIN)/pytest
+	$(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/test_daily_run.py tests/test_config.py \
+		tests/test_smtp_transport.py tests/test_scheduler.py tests/test_audit.py tests/test_pdf.py
+
+$(MIN_STAMP): pyproject.toml .ci/constraints-min.txt
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/pip install --quiet --upgrade pip
+	$(MIN_VENV)/bin/pip install --quiet -c .ci/constraints-min.txt -e '.[test]'
+	touch $(MIN_STAMP)
 
 .PHONY: demo demo-reset test
 
