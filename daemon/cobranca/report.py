@@ -54,6 +54,13 @@ RESPONSES_TABLE = "cobranca_responses"
 TEMPLATE = "relatorio.html.j2"
 _REPO_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 
+PAYMENT_RULE_EN = (
+    "A título counts as paid within N days when its SE1 row (read by R_E_C_N_O_, not deleted, "
+    "same key filial|prefixo|num|parcela|tipo|cliente|loja) has no balance left (E1_SALDO up to "
+    "R$ 0.005) and its last write-off date (E1_BAIXA) is on or after the day the letter was "
+    "sent and at most N days later. Each título counts once per letter; only títulos of sent "
+    "letters count. For letters sent less than N days ago the window is still open."
+)
 PAYMENT_RULE = (
     "Um título conta como pago em até N dias quando, no SE1 (lido pelo R_E_C_N_O_, registro não "
     "excluído e com a mesma chave filial|prefixo|número|parcela|tipo|cliente|loja), o saldo "
@@ -483,13 +490,14 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def format_table(report: Report) -> str:
+    """The terminal view (English, like every command's output; the HTML page is for finance)."""
     out = [
-        f"Relatório de cobrança: cartas com data de referência de "
-        f"{report.date_from:%d/%m/%Y} a {report.date_to:%d/%m/%Y}",
+        f"Collection report: letters with as-of dates from {report.date_from:%Y-%m-%d} "
+        f"to {report.date_to:%Y-%m-%d}",
         "",
     ]
     if not report.history_found:
-        out += ["(o histórico ainda não tem cartas)", ""]
+        out += ["(the history has no letters yet)", ""]
     rows = [*report.layouts, report.total]
     letters = [
         [
@@ -500,8 +508,8 @@ def format_table(report: Report) -> str:
         for f in rows
     ]  # fmt: skip
     out += _table(
-        ["Layout", "Enviadas", "Valor enviado", "Falhas", "Ambíguas", "Impressas",
-         "A imprimir", "Puladas", "Respostas"],
+        ["Layout", "Sent", "Amount sent", "Failed", "Ambiguous", "Printed", "To print",
+         "Skipped", "Responses"],
         letters,
     )  # fmt: skip
     out.append("")
@@ -512,18 +520,18 @@ def format_table(report: Report) -> str:
         for f in rows
     ]
     out += _table(
-        ["Layout", "Títulos", "Saldo na carta"]
-        + [f"Pagos em {n} dias" for n in WINDOWS]
-        + [f"Valor pago em {WINDOWS[-1]} dias", "Fora do SE1"],
+        ["Layout", "Títulos", "Balance in letters"]
+        + [f"Paid in {n} days" for n in WINDOWS]
+        + [f"Amount paid in {WINDOWS[-1]} days", "Not in SE1"],
         paid,
     )
     out.append("")
     if not report.responses_available:
-        out.append("Respostas: o histórico não registra respostas (sem cobranca_responses).")
+        out.append("Responses: the history records none (no cobranca_responses table).")
     elif report.responses_by_kind:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(report.responses_by_kind.items()))
-        out.append(f"Respostas recebidas no período, por tipo: {kinds}")
-    out += ["", *_wrap(PAYMENT_RULE, 100), ""]
+        out.append(f"Responses recorded in the period, by kind: {kinds}")
+    out += ["", *_wrap(PAYMENT_RULE_EN, 100), ""]
     return "\n".join(out).replace("\xa0", " ")
 
 
