@@ -13,6 +13,7 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 PRIORITIES = {
     logging.CRITICAL: 2,
@@ -68,9 +69,22 @@ class RedactAddresses(logging.Filter):
         return True
 
 
+class CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now, not to the stream it first saw (which a caller
+    such as a test runner may have closed since)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure(level: str, style: str) -> None:
     """text (journal prefixes under systemd), or json."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CurrentStderr()
     handler.addFilter(RedactAddresses())
     if style == "json":
         handler.setFormatter(JsonFormatter())
