@@ -45,7 +45,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.types import TypeEngine
 
-from .config import ConfigError
+from .config import ConfigError, Database
 from .lease import holder_alive, this_worker
 from .models import CADENCE_STATUSES, LetterStatus, PlannedLetter, Title
 
@@ -976,6 +976,19 @@ class HistoryStore:
     def runs(self) -> list[RunRecord]:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(select(RunRecord).order_by(RunRecord.id)))
+
+
+def open_existing(database: Database) -> Engine | None:
+    """The history database for reading only: None while it has no letters table (nothing to
+    read yet), without creating a file or a table as HistoryStore would."""
+    sqlite_file = database.sqlite_file
+    if sqlite_file is not None and not sqlite_file.exists():
+        return None
+    engine = create_engine(database.engine_url())
+    if not inspect(engine).has_table(LetterRecord.__tablename__):
+        engine.dispose()
+        return None
+    return engine
 
 
 def _sqlite_pragmas(connection: Any, record: Any) -> None:

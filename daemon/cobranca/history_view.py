@@ -30,13 +30,13 @@ from email.message import EmailMessage, Message
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import MetaData, Table, create_engine, inspect, select
+from sqlalchemy import MetaData, Table, inspect, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from .arguments import iso_date
 from .config import Config
-from .history import LetterEventRecord, LetterRecord, LetterTitleRecord, RunRecord
+from .history import LetterEventRecord, LetterRecord, LetterTitleRecord, RunRecord, open_existing
 from .models import LetterStatus
 from .render import money, short_date
 
@@ -279,15 +279,10 @@ class HistoryReader:
     def __init__(self, config: Config):
         self.engine: Engine | None = None
         self.responses: Table | None = None
-        sqlite_file = config.history.sqlite_file
-        if sqlite_file is not None and not sqlite_file.exists():
+        self.engine = open_existing(config.history)
+        if self.engine is None:
             return
-        self.engine = create_engine(config.history.engine_url())
-        inspector = inspect(self.engine)
-        if not inspector.has_table(LetterRecord.__tablename__):
-            self.close()
-            return
-        if inspector.has_table(RESPONSES_TABLE):
+        if inspect(self.engine).has_table(RESPONSES_TABLE):
             self.responses = Table(RESPONSES_TABLE, MetaData(), autoload_with=self.engine)
 
     def close(self) -> None:

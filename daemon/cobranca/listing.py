@@ -113,14 +113,9 @@ class LastLetterReader:
         self.warn = warn
         self.engine: Any = None
         try:
-            history = config.history
-            if history.sqlite_file is not None and not history.sqlite_file.exists():
-                return
-            from sqlalchemy import create_engine, inspect
+            from .history import open_existing
 
-            self.engine = create_engine(history.engine_url())
-            if not inspect(self.engine).has_table("cobranca_letters"):
-                self.close()
+            self.engine = open_existing(config.history)
         except Exception as exc:  # any failure only loses this column
             self._fail(exc)
 

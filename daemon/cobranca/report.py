@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from . import protheus
 from .arguments import iso_date
 from .config import Config
-from .history import LetterRecord, LetterTitleRecord
+from .history import LetterRecord, LetterTitleRecord, open_existing
 from .models import LetterStatus
 from .render import money
 
@@ -282,14 +282,7 @@ def _ordered(figures: dict[str, LayoutFigures], wanted: list[str], config: Confi
 
 def _history_engine(config: Config) -> Engine | None:
     """The history database, read only: None when it does not exist yet (no letters)."""
-    sqlite_file = config.history.sqlite_file
-    if sqlite_file is not None and not sqlite_file.exists():
-        return None
-    engine = create_engine(config.history.engine_url())
-    if not inspect(engine).has_table(LetterRecord.__tablename__):
-        engine.dispose()
-        return None
-    return engine
+    return open_existing(config.history)
 
 
 def _count_letters(session: Session, period: Any, figures: dict[str, LayoutFigures]) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -32,16 +32,6 @@ from . import protheus
 from .config import Selection
 from .config import Source as SourceConfig
 from .models import Address, Customer, CustomerTitles, Title
-
-
-class TitleSource(Protocol):
-    """Where títulos come from. One implementation today (Protheus SQL); tests may add more."""
-
-    def customers_titles(
-        self, selection: Selection, as_of: date, customers: Sequence[str] = ()
-    ) -> Iterator[CustomerTitles]: ...
-
-    def close(self) -> None: ...
 
 
 class SourceError(Exception):
