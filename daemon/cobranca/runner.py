@@ -459,7 +459,7 @@ def deliver_claimed(
         rendered, letter.recipients, run.config.delivery, claimed.message_id,
         datetime.now(run.config.zone), layout.name, attachments,
     )  # fmt: skip
-    outcome = _send_with_retries(run, message, letter.recipients)
+    outcome, unreachable = _send_with_retries(run, message, letter.recipients)
     history.finish_letter(
         claimed.id, outcome, subject=rendered.subject, titles=letter.titles,
         raw_message=message.as_string(),
@@ -478,43 +478,52 @@ def deliver_claimed(
         result.failed += 1
         result.failures.append((who, outcome.reason))
         log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
-        if outcome.reason.startswith("SMTP unreachable"):
+        if unreachable:
             raise _StopLayout(outcome.reason)
 
 
-def _send_with_retries(run: _Run, message: Any, recipients: Sequence[str]) -> LetterOutcome:
-    """Temporary failures are retried with backoff; permanent and ambiguous ones never."""
+def _send_with_retries(
+    run: _Run, message: Any, recipients: Sequence[str]
+) -> tuple[LetterOutcome, bool]:
+    """Temporary failures are retried with backoff; permanent and ambiguous ones never.
+
+    The flag says the server could not be reached at all: the layout stops trying.
+    """
     delivery = run.config.delivery
     for attempt in range(1, delivery.retry_attempts + 1):
         try:
             receipt = run.transport.send(message, recipients)
         except DeliveryError as exc:
             if exc.kind is Failure.AMBIGUOUS:
-                return LetterOutcome(LetterStatus.AMBIGUOUS, str(exc))
+                return LetterOutcome(LetterStatus.AMBIGUOUS, str(exc)), False
             if exc.kind is Failure.PERMANENT:
-                return LetterOutcome(
+                outcome = LetterOutcome(
                     LetterStatus.FAILED_PERMANENT,
                     f"{exc}; the customer needs a printed letter",
                     needs_print=True,
                 )
+                return outcome, False
             if attempt == delivery.retry_attempts:
-                prefix = "SMTP unreachable" if exc.kind is Failure.CONNECTION else "gave up"
-                return LetterOutcome(
+                unreachable = exc.kind is Failure.CONNECTION
+                prefix = "SMTP unreachable" if unreachable else "gave up"
+                outcome = LetterOutcome(
                     LetterStatus.FAILED_TEMPORARY,
                     f"{prefix} after {attempt} tries: {exc}; retried by the next run",
                 )
+                return outcome, unreachable
             backoff = delivery.retry_backoff_seconds * 2 ** (attempt - 1)
             log.warning("try %d failed (%s); next in %.1f s", attempt, exc, backoff)
             if run.sleep(backoff):
-                return LetterOutcome(LetterStatus.PLANNED, f"stopped while retrying: {exc}")
+                return LetterOutcome(LetterStatus.PLANNED, f"stopped while retrying: {exc}"), False
             continue
         refused = "; ".join(f"{rcpt}: {why}" for rcpt, why in receipt.refused.items())
-        return LetterOutcome(
+        outcome = LetterOutcome(
             LetterStatus.SENT,
             f"some addresses refused: {refused}" if refused else "",
             sent_at=datetime.now(run.config.zone),
             server_reply=receipt.detail,
         )
+        return outcome, False
     raise AssertionError("unreachable")
 
 
@@ -685,17 +694,14 @@ def plan_by_hand(
             raise LetterStateError(
                 f"not open títulos selected by layout {layout.name}: {', '.join(missing)}"
             )
+        selected = {"/".join(key.split("|")[5:7]) for key in found}
         for owner in owners:
-            if not any(t.startswith(owner.replace("/", "|")) for t in _owner_keys(found)):
+            if owner not in selected:
                 refused.append((owner, f"no open título that layout {layout.name} selects"))
     finally:
         source.close()
         history.close()
     return letters, refused
-
-
-def _owner_keys(keys: set[str]) -> set[str]:
-    return {"|".join(key.split("|")[5:7]) for key in keys}
 
 
 def send_by_hand(
