@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 ## demo: build the demo Protheus database and run every layout once (letters in var/outbox)
 demo: $(STAMP)
 	$(BIN)/cobranca demo-db --config $(CONFIG)
-	$(BIN)/cobranca run --config $(CONFIG) --log-level WARNING
+	@# --ignore-calendar: the demo runs at any hour; the daemon keeps to business days 08:00-18:00
+	$(BIN)/cobranca run --config $(CONFIG) --log-level WARNING --ignore-calendar
 	@echo "letters written to var/outbox/ ; history in var/history.db"
 
 ## demo-reset: forget the demo's history and letters (the next `make demo` sends again)

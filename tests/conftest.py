@@ -7,7 +7,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, Table, create_engine, func, select, text
 
-from cobranca.demo import write_demo_database
+from cobranca.demo import pad, write_demo_database
+from cobranca.protheus import format_date, sa1_table, se1_table
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -185,6 +186,8 @@ def config_data(
             "phone": "(11) 3000-0000",
             "email": "financeiro@credora.example.com.br",
         },
+        # Tests run at any hour: the calendar is off here and exercised in test_calendar.py.
+        "calendar": {"business_days_only": False, "send_window": None},
         "layouts": layouts if layouts is not None else LAYOUTS,
     }
 
@@ -192,3 +195,70 @@ def config_data(
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path
+
+
+# 10 days before AS_OF: the default due date of ErpWriter títulos.
+DUE = format_date(AS_OF - timedelta(days=10))
+
+
+def _row(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """A full row: every CHAR column space-padded to its width, numbers zero by default."""
+    row = {}
+    for column in table.columns:
+        value = values.get(column.key)
+        length = getattr(column.type, "length", None)
+        if length:
+            row[column.key] = pad(value or "", length)
+        else:
+            row[column.key] = value if value is not None else 0
+    return row
+
+
+@dataclass
+class ErpWriter:
+    """Adds customers and títulos to the demo database."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        metadata = MetaData()
+        self.se1 = se1_table(metadata, "01")
+        self.sa1 = sa1_table(metadata, "01")
+        self.titles = 0
+
+    def customer(
+        self, code: str, name: str, emails: str, *titles: dict[str, Any], person: str = "J"
+    ) -> list[str]:
+        """One customer with its títulos (overrides of a good overdue one); their SE1 keys."""
+        engine = create_engine(self.url)
+        try:
+            with engine.begin() as connection:
+                sa1_recno = connection.execute(select(func.max(self.sa1.c.R_E_C_N_O_))).scalar()
+                se1_recno = connection.execute(select(func.max(self.se1.c.R_E_C_N_O_))).scalar()
+                connection.execute(self.sa1.insert(), [_row(self.sa1, {
+                    "A1_COD": code, "A1_LOJA": "01", "A1_NOME": name, "A1_NREDUZ": name[:20],
+                    "A1_PESSOA": person,
+                    "A1_CGC": "11144477735" if person == "F" else "11444777000161",
+                    "A1_EMAIL": emails,
+                    "A1_END": "Rua XV de Novembro, 10", "A1_BAIRRO": "Centro",
+                    "A1_MUN": "São Paulo", "A1_EST": "SP", "A1_CEP": "01001000",
+                    "A1_MSBLQL": "2", "A1_RISCO": "A", "D_E_L_E_T_": " ",
+                    "R_E_C_N_O_": sa1_recno + 1,
+                })])  # fmt: skip
+                rows, keys = [], []
+                for offset, overrides in enumerate(titles, start=1):
+                    self.titles += 1
+                    values = {
+                        "E1_FILIAL": "01", "E1_PREFIXO": "BAD", "E1_NUM": f"{self.titles:09d}",
+                        "E1_PARCELA": "", "E1_TIPO": "NF", "E1_CLIENTE": code, "E1_LOJA": "01",
+                        "E1_NOMCLI": name[:20], "E1_EMISSAO": DUE, "E1_VENCTO": DUE,
+                        "E1_VENCREA": DUE, "E1_BAIXA": "", "E1_VALOR": 150.0, "E1_SALDO": 150.0,
+                        "E1_SITUACA": "0", "E1_MOEDA": 1, "D_E_L_E_T_": " ",
+                        "R_E_C_N_O_": se1_recno + offset, **overrides,
+                    }  # fmt: skip
+                    rows.append(_row(self.se1, values))
+                    keys.append(f"01|BAD|{values['E1_NUM']}||{values['E1_TIPO'].strip()}|{code}|01")
+                connection.execute(self.se1.insert(), rows)
+            return keys
+        finally:
+            engine.dispose()

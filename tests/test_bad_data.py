@@ -11,25 +11,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, Table, create_engine, func, select
 
 from cobranca.cli import main
 from cobranca.config import Config, load_config
-from cobranca.demo import pad
 from cobranca.history import HistoryStore
 from cobranca.models import Disposition
 from cobranca.plan import plan_letter
-from cobranca.protheus import format_date, sa1_table, se1_table
 from cobranca.runner import run_layouts
 from cobranca.source import ProtheusSource
-from conftest import AS_OF, SmtpServer, config_data, write_config
+from conftest import AS_OF, ErpWriter, SmtpServer, config_data, write_config
 
 WIDE_LAYOUT = [
     {
@@ -40,7 +35,6 @@ WIDE_LAYOUT = [
         "selection": {"days": {"min": 1}},
     }
 ]
-DUE = format_date(AS_OF - timedelta(days=10))
 CONTROL_NAME = "Ana\x00\x01\x07\x08 Tecidos\x1b[31m\x7f Ltda"
 MOJIBAKE_NAME = "JoÃ£o da ConceiÃ§Ã£o Ltda"
 CRLF_NAME = "Fulano\r\nBcc: spy@evil.example"
@@ -51,65 +45,6 @@ OUR_HEADERS = {
 }  # fmt: skip
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 GOOD: dict[str, Any] = {}  # no override: an open título 10 days overdue, R$ 150,00
-
-
-def _row(table: Table, values: dict[str, Any]) -> dict[str, Any]:
-    """A full row: every CHAR column space-padded to its width, numbers zero by default."""
-    row = {}
-    for column in table.columns:
-        value = values.get(column.key)
-        length = getattr(column.type, "length", None)
-        if length:
-            row[column.key] = pad(value or "", length)
-        else:
-            row[column.key] = value if value is not None else 0
-    return row
-
-
-@dataclass
-class ErpWriter:
-    """Adds customers and títulos to the demo database."""
-
-    url: str
-
-    def __post_init__(self) -> None:
-        metadata = MetaData()
-        self.se1 = se1_table(metadata, "01")
-        self.sa1 = sa1_table(metadata, "01")
-        self.titles = 0
-
-    def customer(self, code: str, name: str, emails: str, *titles: dict[str, Any]) -> list[str]:
-        """One customer with its títulos (overrides of a good overdue one); their SE1 keys."""
-        engine = create_engine(self.url)
-        try:
-            with engine.begin() as connection:
-                sa1_recno = connection.execute(select(func.max(self.sa1.c.R_E_C_N_O_))).scalar()
-                se1_recno = connection.execute(select(func.max(self.se1.c.R_E_C_N_O_))).scalar()
-                connection.execute(self.sa1.insert(), [_row(self.sa1, {
-                    "A1_COD": code, "A1_LOJA": "01", "A1_NOME": name, "A1_NREDUZ": name[:20],
-                    "A1_PESSOA": "J", "A1_CGC": "11444777000161", "A1_EMAIL": emails,
-                    "A1_END": "Rua XV de Novembro, 10", "A1_BAIRRO": "Centro",
-                    "A1_MUN": "São Paulo", "A1_EST": "SP", "A1_CEP": "01001000",
-                    "A1_MSBLQL": "2", "A1_RISCO": "A", "D_E_L_E_T_": " ",
-                    "R_E_C_N_O_": sa1_recno + 1,
-                })])  # fmt: skip
-                rows, keys = [], []
-                for offset, overrides in enumerate(titles, start=1):
-                    self.titles += 1
-                    values = {
-                        "E1_FILIAL": "01", "E1_PREFIXO": "BAD", "E1_NUM": f"{self.titles:09d}",
-                        "E1_PARCELA": "", "E1_TIPO": "NF", "E1_CLIENTE": code, "E1_LOJA": "01",
-                        "E1_NOMCLI": name[:20], "E1_EMISSAO": DUE, "E1_VENCTO": DUE,
-                        "E1_VENCREA": DUE, "E1_BAIXA": "", "E1_VALOR": 150.0, "E1_SALDO": 150.0,
-                        "E1_SITUACA": "0", "E1_MOEDA": 1, "D_E_L_E_T_": " ",
-                        "R_E_C_N_O_": se1_recno + offset, **overrides,
-                    }  # fmt: skip
-                    rows.append(_row(self.se1, values))
-                    keys.append(f"01|BAD|{values['E1_NUM']}||{values['E1_TIPO'].strip()}|{code}|01")
-                connection.execute(self.se1.insert(), rows)
-            return keys
-        finally:
-            engine.dispose()
 
 
 def _config(

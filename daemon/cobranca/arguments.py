@@ -34,3 +34,12 @@ def amount(text: str) -> Decimal:
             "at most two decimals)"
         )
     return value.quantize(CENTS)
+
+
+def add_ignore_calendar(parser: argparse.ArgumentParser) -> None:
+    """The one way past business days and the send window: an operator's explicit choice."""
+    parser.add_argument(
+        "--ignore-calendar",
+        action="store_true",
+        help="send even on a weekend, a holiday or outside the send window (config: calendar)",
+    )

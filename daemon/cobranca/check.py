@@ -11,7 +11,10 @@ from decimal import Decimal
 
 from .config import Config
 from .models import Address, Customer, Disposition, PlannedLetter, Title
-from .render import TemplateProblem, letter_context, load_templates, make_environment
+from .render import TemplateProblem, compose, load_templates, make_environment
+
+# Banco do Brasil's published example line: valid check digits, so the boleto row renders.
+SAMPLE_BOLETO = "00190500954014481606906809350314337370000000100"
 
 
 def sample_letter(layout: str, as_of: date) -> PlannedLetter:
@@ -30,7 +33,8 @@ def sample_letter(layout: str, as_of: date) -> PlannedLetter:
             customer_code="000001", customer_store="01", issue_date=due, due_date=due,
             real_due_date=due, value=Decimal("1234.56"), balance=Decimal("1234.56"),
             abatements=Decimal("0.00"), situation="0", days_from_due=days_from_due,
-            days_late=max(days_from_due, 0),
+            days_late=max(days_from_due, 0), interest_rate=Decimal("0.0333"),
+            additions=Decimal("10.00"), deductions=Decimal("5.00"), typeable_line=SAMPLE_BOLETO,
         )  # fmt: skip
 
     return PlannedLetter(
@@ -51,7 +55,7 @@ def check_templates(config: Config, today: date) -> list[str]:
         try:
             sample = sample_letter(layout.name, today)
             templates = load_templates(env, layout.template, layout.subject)
-            templates.render(letter_context(sample, config.creditor.model_dump()))
+            compose(templates, sample, layout, config.creditor, "<check@cobranca>")
             printer.html(sample)  # the printed letter too (HTML only: fast)
         except TemplateProblem as exc:
             if exc.filename == "subject":

@@ -18,7 +18,7 @@ from datetime import date, datetime
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import __version__
-from .arguments import iso_date
+from .arguments import add_ignore_calendar, iso_date
 from .config import Config, ConfigError, find_config_path, load_config
 from .history_view import add_history_parser, history_command
 from .listing import add_titles_parser, titles_command
@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="render and report; send and record nothing"
     )
     run.add_argument("--format", choices=["text", "json"], default="text")
+    add_ignore_calendar(run)
 
     commands.add_parser("daemon", parents=[common], help="run the scheduler until stopped")
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
         resolve.add_argument("letter", type=int, metavar="LETTER_ID")
         resolve.add_argument("--operator", default=None, help="who decides (default: $USER)")
         resolve.add_argument("--note", default="", help="why (e.g. 'customer confirmed')")
+        if name == "resend":
+            add_ignore_calendar(resolve)
 
     add_preview_parser(commands, [common])
     add_send_parser(commands, [common])
@@ -245,7 +248,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     try:
         report = run_layouts(
             config, args.layouts, as_of=args.as_of or _today(config), dry_run=args.dry_run,
-            stop=stop,
+            stop=stop, ignore_calendar=args.ignore_calendar,
         )  # fmt: skip
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -258,8 +261,9 @@ def _resolve(config: Config, args: argparse.Namespace) -> int:
 
     operator = args.operator or getpass.getuser()
     result = resolve_letter(
-        config, args.letter, resend=args.command == "resend", operator=operator, note=args.note
-    )
+        config, args.letter, resend=args.command == "resend", operator=operator, note=args.note,
+        ignore_calendar=getattr(args, "ignore_calendar", False),
+    )  # fmt: skip
     if args.command == "mark-sent":
         print(f"letter {args.letter} recorded as sent by {operator}")
         return EXIT_OK

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date, time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -30,7 +31,10 @@ from pydantic import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .businessdays import BusinessCalendar, SendPolicy, SendWindow
+from .charges import ChargeRules, InterestFormula
 from .cron import CronError, parse_cron
+from .pix import PixError, PixReceiver, merchant_city, merchant_name, pix_key, pix_receiver
 from .taxid import valid_cnpj
 from .yamlfile import YamlDocument, YamlError, load_yaml
 
@@ -366,6 +370,9 @@ class Creditor(Model):
     phone: str = Field("", description="Phone customers may call about the letter.")
     email: str = Field("", description="E-mail customers may write to about the letter.")
     website: str = Field("", description="Web site, if any.")
+    pix: PixSettings | None = Field(
+        None, description="Pix receiver data, needed by layouts that offer Pix (payment.pix)."
+    )
 
     @field_validator("tax_id")
     @classmethod
@@ -376,6 +383,49 @@ class Creditor(Model):
         if not valid_cnpj(cleaned):
             raise ValueError(f"CNPJ {value} has wrong check digits: check for a mistyped digit")
         return cleaned
+
+
+def _pix_checked(check: Callable[[str], str], value: str) -> str:
+    """Keep what finance wrote (it is shown back to them); refuse what no BR Code can carry."""
+    try:
+        check(value)
+    except PixError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class PixSettings(Model):
+    """The creditor's Pix key and the receiver data a static BR Code carries."""
+
+    key: str = Field(
+        description="Pix key: CNPJ, CPF, e-mail, phone as +55DDDNUMBER, or a random key (UUID)."
+    )
+    merchant_name: str = Field(
+        description="Receiver name in the code: at most 25 characters; accents are removed "
+        "(the BR Code is ASCII only)."
+    )
+    merchant_city: str = Field(
+        description="Receiver city in the code: at most 15 characters, accents removed."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _pix_checked(pix_key, value)
+
+    @field_validator("merchant_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _pix_checked(merchant_name, value)
+
+    @field_validator("merchant_city")
+    @classmethod
+    def _city(cls, value: str) -> str:
+        return _pix_checked(merchant_city, value)
+
+    @property
+    def receiver(self) -> PixReceiver:
+        return pix_receiver(self.key, self.merchant_name, self.merchant_city)
 
 
 class DaysRange(Model):
@@ -459,6 +509,63 @@ class Selection(Model):
         return value
 
 
+class LateCharges(Model):
+    """How a letter brings each título up to its date: fine, interest and TOTAL (FINR811A).
+
+    Interest comes from the título (E1_PORCJUR, else E1_VALJUR) as Protheus computes it; the
+    rate here applies only to títulos that carry none.
+    """
+
+    fine_percent: Decimal = Field(
+        Decimal("0"),
+        ge=0,
+        le=100,
+        description="Late fine (multa), % of the balance once late. Consumers (A1_PESSOA = F) "
+        "are charged at most 2% (CDC art. 52 §1º) whatever is set here.",
+    )
+    interest_percent_per_month: Decimal | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="Interest for títulos without a rate of their own, % a month (per day: "
+        "/30, 4 places, as E1_PORCJUR stores it). Without a contractual rate the legal one "
+        "(Selic minus IPCA, Lei 14.905/2024) changes monthly: keep it up to date here.",
+    )
+    interest_formula: InterestFormula = Field(
+        InterestFormula.SIMPLE,
+        description="As MV_JURTIPO: simple, compound, or mixed (simple up to 30 days late, "
+        "compound after).",
+    )
+
+    @field_validator("fine_percent", "interest_percent_per_month", mode="before")
+    @classmethod
+    def _no_float(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float | int) else value
+
+    @property
+    def rules(self) -> ChargeRules:
+        return ChargeRules(
+            fine_percent=self.fine_percent,
+            interest_formula=self.interest_formula,
+            interest_percent_per_month=self.interest_percent_per_month,
+        )
+
+
+class PaymentOptions(Model):
+    """Ways to pay that the letter offers."""
+
+    boleto: StrictBool = Field(
+        True,
+        description="Print each título's boleto typeable line (E1_CODDIG, else E1_CODBAR) when "
+        "its check digits are right; a wrong one is reported and left out.",
+    )
+    pix: StrictBool = Field(
+        False,
+        description="A Pix copia-e-cola code and QR code for the letter's total (needs "
+        "creditor.pix).",
+    )
+
+
 class Layout(Model):
     """One letter of the collection ladder: what it selects, when it runs, what it says."""
 
@@ -482,12 +589,60 @@ class Layout(Model):
         description="Attach the letter as a PDF too (the printed letter), for customers whose "
         "accounts-payable department files letters.",
     )
+    charges: LateCharges = Field(
+        LateCharges(), description="Late charges shown per título and in the letter's total."
+    )
+    payment: PaymentOptions = Field(PaymentOptions(), description="Ways to pay in the letter.")
 
     @field_validator("name")
     @classmethod
     def _slug(cls, value: str) -> str:
         if not _NAME.fullmatch(value):
             raise ValueError("use lower-case letters, digits, '-' and '_' (e.g. primeiro-aviso)")
+        return value
+
+
+class SendWindowSettings(Model):
+    """Hours of the day letters may leave (CDC art. 71: not at the debtor's rest time)."""
+
+    start: time = Field(time(8, 0), description="First minute letters may leave, e.g. '08:00'.")
+    end: time = Field(time(18, 0), description="Letters stop leaving at this time, e.g. '18:00'.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendWindowSettings:
+        if self.start >= self.end:
+            raise ValueError(f"start ({self.start:%H:%M}) must be before end ({self.end:%H:%M})")
+        return self
+
+
+class CalendarSettings(Model):
+    """When letters may leave: business days and the send window.
+
+    A layout whose time falls on a weekend or holiday runs once on the next business day; a
+    time outside the window moves to the window's start.
+    """
+
+    business_days_only: StrictBool = Field(
+        True,
+        description="No letters on Saturdays, Sundays and holidays (national, the state's, "
+        "Carnival Monday and Tuesday, and extra_holidays).",
+    )
+    state: str | None = Field(None, description="UF whose holidays count; default: creditor.state.")
+    carnival: StrictBool = Field(
+        True, description="Carnival Monday and Tuesday are holidays (banks close)."
+    )
+    extra_holidays: tuple[date, ...] = Field(
+        (), description="More days off: municipal holidays, closures (YYYY-MM-DD)."
+    )
+    send_window: SendWindowSettings | None = Field(
+        SendWindowSettings(), description="Hours letters may leave; null: any time of day."
+    )
+
+    @field_validator("state")
+    @classmethod
+    def _uf(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError(f"{value!r} is not a state abbreviation (UF), e.g. SP")
         return value
 
 
@@ -500,6 +655,7 @@ class Config(Model):
     creditor: Creditor
     daemon: DaemonSettings = Field(default_factory=dict)  # type: ignore[arg-type]
     responses: ResponseSettings = Field(default_factory=dict)  # type: ignore[arg-type]
+    calendar: CalendarSettings = Field(default_factory=dict)  # type: ignore[arg-type]
     layouts: tuple[Layout, ...] = Field(min_length=1)
 
     _path: Path | None = PrivateAttr(None)
@@ -523,6 +679,21 @@ class Config(Model):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def send_policy(self) -> SendPolicy:
+        """When letters may leave, for the scheduler and for every run."""
+        settings = self.calendar
+        window = settings.send_window
+        return SendPolicy(
+            calendar=BusinessCalendar(
+                state=settings.state or self.creditor.state.strip().upper() or None,
+                extra_holidays=frozenset(settings.extra_holidays),
+                carnival=settings.carnival,
+            ),
+            business_days_only=settings.business_days_only,
+            window=SendWindow(window.start, window.end) if window else None,
+        )
 
     @property
     def path(self) -> Path | None:
@@ -608,6 +779,19 @@ def _semantic_problems(document: YamlDocument) -> Iterator[str]:
                     f"duplicate layout name {name!r} (first is layouts[{seen[name]}])"
                 )
             seen.setdefault(name, index)
+        payment = layout.get("payment")
+        creditor = data.get("creditor")
+        if (
+            isinstance(payment, dict)
+            and payment.get("pix") is True
+            and isinstance(creditor, dict)
+            and not creditor.get("pix")
+        ):
+            where = document.where(("layouts", index, "payment", "pix"))
+            yield (
+                f"{where}: layouts[{index}].payment.pix: the letter offers Pix but creditor.pix "
+                "is missing: add creditor.pix with key, merchant_name and merchant_city"
+            )
         schedule = layout.get("schedule")
         if isinstance(schedule, str):
             try:

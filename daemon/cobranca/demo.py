@@ -41,6 +41,7 @@ from typing import Any
 from sqlalchemy import MetaData, Table, create_engine
 from sqlalchemy.engine import URL, make_url
 
+from cobranca.boleto import barcode_to_line, mod11_barcode
 from cobranca.protheus import DELETED, LIVE, format_date, sa1_table, se1_table
 from cobranca.taxid import cnpj_check_digits, cpf_check_digits
 
@@ -49,6 +50,9 @@ __all__ = ["HOSTILE_CODE", "HOSTILE_NAME", "DemoSummary", "pad", "write_demo_dat
 BATCH_SIZE = 1000
 
 HOSTILE_CODE = "000013"
+DEMO_BANK = "001"
+BOLETO_FACTOR_BASE = date(1997, 10, 7)  # FEBRABAN due factor: days since this date...
+BOLETO_ROLLOVER = date(2025, 2, 22)  # ...restarting at 1000 on this day
 # Fits A1_NOME (40) whole, so the injected "Bcc:" carries a complete address.
 HOSTILE_NAME = '<b>Bar & "Zé"</b>\r\nBcc: x@evil.example'
 
@@ -601,6 +605,12 @@ class _Generator:
                 additions = round(rng.uniform(2.0, 50.0), 2)
             else:
                 deductions = round(rng.uniform(2.0, 50.0), 2)
+        barcode = line = ""
+        if kind.strip() in ("DP", "BOL") and balance > 0:
+            barcode, line = _boleto(branch, number, parcel, _real_due(due), value)
+            if customer.code == HOSTILE_CODE:
+                # A mistyped check digit (field 2): the letter must leave this boleto out.
+                line = line[:20] + str((int(line[20]) + 1) % 10) + line[21:]
         baixa = format_date(paid_on)
         if paid_on is None and empty_baixa:
             baixa = ""  # the other blank-date representation (some databases trim CHAR)
@@ -626,14 +636,31 @@ class _Generator:
             "E1_SDACRES": additions,
             "E1_SDDECRE": deductions,
             "E1_SITUACA": pad(situation, 1),
-            "E1_PORTADO": pad("", 3),
-            "E1_NUMBCO": pad("", 15),
-            "E1_CODBAR": pad("", 44),
-            "E1_CODDIG": pad("", 48),
+            "E1_PORTADO": pad(DEMO_BANK if barcode else "", 3),
+            "E1_NUMBCO": pad(barcode[19:30] if barcode else "", 15),
+            "E1_CODBAR": pad(barcode, 44),
+            "E1_CODDIG": pad(line, 48),
             "E1_MOEDA": 1,
             "E1_HIST": pad(history, 40),
             "D_E_L_E_T_": LIVE,
         }
+
+
+def _boleto(branch: str, number: str, parcel: str, due: date, value: float) -> tuple[str, str]:
+    """A valid boleto of the demo bank: barcode and typeable line, from the título's own key.
+
+    The free field comes from the key, not the random stream, so adding boletos left every
+    other row of the demo as it was.
+    """
+    if due >= BOLETO_ROLLOVER:
+        factor = (due - BOLETO_ROLLOVER).days % 9000 + 1000
+    else:
+        factor = (due - BOLETO_FACTOR_BASE).days
+    cents = round(value * 100)
+    free = f"{branch}{number}{ord(parcel.strip() or '0') % 100:02d}".ljust(25, "0")[:25]
+    body = f"{DEMO_BANK}9{factor:04d}{cents:010d}{free}"
+    barcode = body[:4] + str(mod11_barcode(body)) + body[4:]
+    return barcode, barcode_to_line(barcode)
 
 
 def _fit(width: int, *candidates: str) -> str:

@@ -15,7 +15,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 
 from .config import Delivery
-from .models import RenderedLetter
+from .models import InlineImage, RenderedLetter
 
 
 def new_message_id(delivery: Delivery) -> str:
@@ -31,8 +31,13 @@ def build_message(
     sent_at: datetime,
     layout: str,
     attachments: Sequence[tuple[str, bytes]] = (),
+    inline_images: Sequence[InlineImage] = (),
 ) -> EmailMessage:
-    """multipart/alternative (text + HTML), inside multipart/mixed when PDFs are attached."""
+    """multipart/alternative (text + HTML), inside multipart/mixed when PDFs are attached.
+
+    Inline images (the Pix QR code) go in a multipart/related around the HTML, each with the
+    Content-ID the HTML names in ``src="cid:…"``: Gmail and Outlook do not show data: images.
+    """
     message = EmailMessage(policy=SMTP)
     local, domain = delivery.from_address.rsplit("@", 1)
     message["From"] = Address(display_name=delivery.from_name, username=local, domain=domain)
@@ -47,6 +52,17 @@ def build_message(
     # quoted-printable keeps the stored .eml and the server's copy readable by a person.
     message.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    if inline_images:
+        html_part = message.get_payload()[1]
+        for image in inline_images:
+            html_part.add_related(
+                image.content,
+                maintype="image",
+                subtype="png",
+                cid=f"<{image.content_id}>",
+                filename=image.filename,
+                disposition="inline",
+            )
     for filename, content in attachments:
         message.add_attachment(content, maintype="application", subtype="pdf", filename=filename)
     return message

@@ -61,6 +61,12 @@ class Title:
     days_from_due: int
     days_late: int
     recno: int = 0  # SE1's R_E_C_N_O_: re-reads a título by its primary key
+    interest_rate: Decimal = Decimal("0")  # E1_PORCJUR: % per day late (0: none in the título)
+    interest_per_day: Decimal = Decimal("0.00")  # E1_VALJUR: R$ per day late
+    additions: Decimal = Decimal("0.00")  # E1_SDACRES: balance of additions
+    deductions: Decimal = Decimal("0.00")  # E1_SDDECRE: balance of deductions
+    typeable_line: str = ""  # E1_CODDIG as stored (boleto line, sometimes the barcode)
+    barcode: str = ""  # E1_CODBAR as stored
 
     @property
     def key(self) -> str:
@@ -139,6 +145,19 @@ class RenderedLetter:
     subject: str
     html: str
     text: str
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    """A PNG shown inside a letter's HTML by ``<img src="cid:CONTENT_ID">`` (the Pix QR code)."""
+
+    content_id: str  # without the angle brackets
+    content: bytes
+    filename: str
+
+    @property
+    def src(self) -> str:
+        return f"cid:{self.content_id}"
 
 
 @dataclass(frozen=True)

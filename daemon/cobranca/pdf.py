@@ -13,6 +13,7 @@ several letters are merged into one PDF, each starting on a new page.
 
 from __future__ import annotations
 
+import base64
 import io
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -23,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .config import Config, Layout
 from .models import PlannedLetter
+from .payment import letter_payment
 from .render import (
     TemplateProblem,
     clean_subject,
@@ -80,7 +82,12 @@ class PdfRenderer:
     def html(self, letter: PlannedLetter) -> str:
         """The letter's print HTML (what xhtml2pdf gets); raises TemplateProblem."""
         template, subject_template, texts = self._templates(letter.layout)
-        context: dict[str, Any] = letter_context(letter, self.creditor)
+        payment = letter_payment(letter, self.config.layout(letter.layout), self.config.creditor)
+        qr_src = ""
+        if payment.pix:
+            # xhtml2pdf reads data: URIs; files and the network are refused (see html_to_pdf).
+            qr_src = "data:image/png;base64," + base64.b64encode(payment.pix.qr_png).decode()
+        context: dict[str, Any] = letter_context(letter, self.creditor, payment, qr_src)
         subject = clean_subject(render_template(subject_template, context))
         return render_template(template, {**context, "subject": subject, "textos_modelo": texts})
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from .arguments import iso_date
 from .config import Config
 from .mail import build_message, new_message_id
-from .models import PlannedLetter, RenderedLetter
+from .models import PlannedLetter
 from .plan import plan_letter
-from .render import letter_context, load_templates, make_environment
+from .render import ComposedLetter, compose, load_templates, make_environment
 from .runner import LetterStateError
 from .source import ProtheusSource
 
@@ -36,8 +36,8 @@ def add_preview_parser(commands: argparse._SubParsersAction, parents: list) -> N
 
 
 def preview_letter(
-    config: Config, layout_name: str, customer: str, as_of: date
-) -> tuple[PlannedLetter, RenderedLetter]:
+    config: Config, layout_name: str, customer: str, as_of: date, message_id: str
+) -> tuple[PlannedLetter, ComposedLetter]:
     layout = config.layout(layout_name)
     source = ProtheusSource(config.source)
     try:
@@ -56,14 +56,18 @@ def preview_letter(
     templates = load_templates(
         make_environment(config.templates_dir), layout.template, layout.subject
     )
-    return letter, templates.render(letter_context(letter, config.creditor.model_dump()))
+    return letter, compose(templates, letter, layout, config.creditor, message_id)
 
 
 def preview_command(config: Config, args: argparse.Namespace, today: date) -> int:
     from datetime import datetime
 
     as_of = args.as_of or today
-    letter, rendered = preview_letter(config, args.layout, args.customer, as_of)
+    message_id = new_message_id(config.delivery)
+    letter, composed = preview_letter(config, args.layout, args.customer, as_of, message_id)
+    rendered = composed.rendered
+    for key, problem in composed.payment.problems:
+        print(f"warning: {key or letter.customer.key}: {problem}", file=sys.stderr)
     if args.format == "pdf":
         from .pdf import render_pdf_one
 
@@ -71,7 +75,7 @@ def preview_command(config: Config, args: argparse.Namespace, today: date) -> in
     elif args.format == "eml":
         message = build_message(
             rendered, letter.recipients or ("sem-email@invalid",), config.delivery,
-            new_message_id(config.delivery), datetime.now(config.zone), args.layout,
+            message_id, datetime.now(config.zone), args.layout, (), composed.images,
         )  # fmt: skip
         content = message.as_bytes()
     elif args.format == "html":

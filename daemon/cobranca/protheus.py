@@ -137,6 +137,20 @@ def to_money(value: object) -> Decimal:
     return Decimal(str(value)).quantize(CENTS, ROUND_HALF_UP)
 
 
+RATE_PLACES = Decimal("0.000001")
+
+
+def to_rate(value: object) -> Decimal:
+    """A percentage column (E1_PORCJUR) → Decimal; six places keep any width installations use.
+
+    Rates are not money: rounding them to cents would turn 0.0333 % a day into 0.03.
+    """
+    if value is None:
+        return Decimal("0")
+    text = str(value) if not isinstance(value, Decimal) else value
+    return Decimal(text).quantize(RATE_PLACES, ROUND_HALF_UP).normalize()
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

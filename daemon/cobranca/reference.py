@@ -105,6 +105,9 @@ SAMPLE_VALUES: dict[str, Any] = {
     "creditor.address": "Avenida Exemplo, 1000",
     "creditor.city": "São Paulo",
     "creditor.state": "SP",
+    "creditor.pix.key": "11.444.777/0001-61",
+    "creditor.pix.merchant_name": "EMPRESA EXEMPLO",
+    "creditor.pix.merchant_city": "SAO PAULO",
     "layouts[].name": "primeiro-aviso",
     "layouts[].schedule": "0 9 * * mon-fri",
     "layouts[].template": "primeiro-aviso",
@@ -112,6 +115,10 @@ SAMPLE_VALUES: dict[str, Any] = {
     "layouts[].selection.days.min": 1,
     "layouts[].selection.days.max": 15,
 }
+
+
+# Optional sections the sample shows filled in, because most installations need them.
+SHOWN_OPTIONAL = {"delivery.smtp", "creditor.pix"}
 
 
 def sample_config() -> str:
@@ -138,9 +145,9 @@ def _sample(model: type[BaseModel], prefix: str, indent: int, lines: list[str]) 
             _sample(nested, f"{key}[].", indent + 4, lines)
             continue
         if nested is not None:
-            optional = field.default is None
-            lines.append(f"{pad}{'# ' if optional and key != 'delivery.smtp' else ''}{name}:")
-            if optional and key != "delivery.smtp":
+            optional = field.default is None and key not in SHOWN_OPTIONAL
+            lines.append(f"{pad}{'# ' if optional else ''}{name}:")
+            if optional:
                 continue
             _sample(nested, f"{key}.", indent + 2, lines)
             continue

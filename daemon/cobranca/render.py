@@ -7,6 +7,7 @@ templates run in an immutable sandbox, HTML output is autoescaped, ``|safe`` is 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,10 @@ from babel.numbers import format_currency
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .models import PlannedLetter, RenderedLetter, Title
+from .charges import ChargeTotals
+from .config import Creditor, Layout
+from .models import InlineImage, PlannedLetter, RenderedLetter
+from .payment import LetterPayment, TitlePayment, letter_payment
 from .protheus import CENTS
 
 LOCALE = "pt_BR"
@@ -53,6 +57,11 @@ def money(value: Decimal | int | None) -> str:
     return format_currency(amount, "BRL", locale=LOCALE)
 
 
+def amount(value: Decimal | int | None) -> str:
+    """Decimal → '1.234,56': money without 'R$', for table columns headed '(R$)'."""
+    return money(value).replace("R$", "").replace("\xa0", "").strip()
+
+
 def short_date(value: date | None) -> str:
     """date → dd/mm/aaaa; a blank date prints as nothing."""
     return value.strftime("%d/%m/%Y") if value else ""
@@ -81,6 +90,7 @@ def zip_code(value: str | None) -> str:
 
 FILTERS = {
     "money": money,
+    "amount": amount,
     "date": short_date,
     "long_date": long_date,
     "tax_id": tax_id,
@@ -126,7 +136,8 @@ def template_names(template: str) -> tuple[str, str]:
     return f"{template}{HTML_SUFFIX}", f"{template}{TEXT_SUFFIX}"
 
 
-def _title_context(title: Title) -> dict[str, Any]:
+def _title_context(item: TitlePayment) -> dict[str, Any]:
+    title, charges = item.title, item.charges
     return {
         "key": title.key,
         "branch": title.branch,
@@ -137,18 +148,45 @@ def _title_context(title: Title) -> dict[str, Any]:
         "issue_date": title.issue_date,
         "due_date": title.due_date,
         "real_due_date": title.real_due_date,
-        "days_late": title.days_late,
+        "days_late": charges.days_late,
         "days_from_due": title.days_from_due,
         "value": title.value,
-        "balance": title.net_balance,
+        "balance": charges.net_balance,
+        "fine": charges.fine,
+        "interest": charges.interest,
+        "additions": charges.additions,
+        "deductions": charges.deductions,
+        "total": charges.total,
+        "boleto": item.boleto.formatted_line if item.boleto else "",
     }
 
 
-def letter_context(letter: PlannedLetter, creditor: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables a template sees. Documented in docs/templates.md; keep both in step."""
+def _sums(sums: ChargeTotals) -> dict[str, Decimal]:
+    return {
+        "balance": sums.net_balance,
+        "fine": sums.fine,
+        "interest": sums.interest,
+        "additions": sums.additions,
+        "deductions": sums.deductions,
+        "total": sums.total,
+    }
+
+
+def letter_context(
+    letter: PlannedLetter,
+    creditor: Mapping[str, Any],
+    payment: LetterPayment,
+    qr_src: str = "",
+) -> dict[str, Any]:
+    """The variables a template sees. Documented in docs/templates.md; keep both in step.
+
+    ``qr_src`` is where the HTML finds the Pix QR image: ``cid:…`` in an e-mail (mail clients
+    do not show ``data:`` images), a ``data:`` URI in a PDF.
+    """
     customer = letter.customer
-    overdue = [_title_context(t) for t in letter.overdue]
-    coming_due = [_title_context(t) for t in letter.coming_due]
+    overdue = [_title_context(p) for p in payment.titles if p.title.overdue]
+    coming_due = [_title_context(p) for p in payment.titles if not p.title.overdue]
+    pix = payment.pix
     return {
         "creditor": dict(creditor),
         "customer": {
@@ -170,10 +208,20 @@ def letter_context(letter: PlannedLetter, creditor: Mapping[str, Any]) -> dict[s
         "overdue": overdue,
         "coming_due": coming_due,
         "totals": {
-            "overdue": sum((t.net_balance for t in letter.overdue), Decimal("0.00")),
-            "coming_due": sum((t.net_balance for t in letter.coming_due), Decimal("0.00")),
-            "all": letter.total,
+            "overdue": payment.overdue.total,
+            "coming_due": payment.coming_due.total,
+            "all": payment.all.total,
         },
+        "sums": {
+            "overdue": _sums(payment.overdue),
+            "coming_due": _sums(payment.coming_due),
+            "all": _sums(payment.all),
+        },
+        "pix": (
+            {"code": pix.payload, "amount": pix.amount, "txid": pix.txid, "qr_src": qr_src}
+            if pix
+            else None
+        ),
     }
 
 
@@ -183,6 +231,44 @@ _LINE_BREAKS = re.compile(r"[\r\n\t\x00-\x1f\x7f]+")
 def clean_subject(text: str) -> str:
     """A subject is one header line: control characters (CR/LF above all) become spaces."""
     return " ".join(_LINE_BREAKS.sub(" ", text).split())
+
+
+def qr_content_id(message_id: str) -> str:
+    """Unique per letter (from its Message-ID) and short: a Content-ID longer than a header
+    line gets RFC 2047-encoded by the email package, and mail clients then miss the image."""
+    digest = hashlib.sha256(message_id.encode()).hexdigest()[:20]
+    domain = message_id.strip("<>").rpartition("@")[2] or "cobranca.invalid"
+    return f"pix.{digest}@{domain}"
+
+
+@dataclass(frozen=True)
+class ComposedLetter:
+    """A letter ready for a transport: its texts, what it asks for, and its inline images."""
+
+    rendered: RenderedLetter
+    payment: LetterPayment
+    images: tuple[InlineImage, ...] = ()
+
+
+def compose(
+    templates: LetterTemplates,
+    letter: PlannedLetter,
+    layout: Layout,
+    creditor: Creditor,
+    message_id: str,
+) -> ComposedLetter:
+    """Charges, ways to pay and texts of one e-mail letter; raises TemplateProblem.
+
+    The Pix QR image's Content-ID derives from the Message-ID (see qr_content_id).
+    """
+    payment = letter_payment(letter, layout, creditor)
+    images: tuple[InlineImage, ...] = ()
+    if payment.pix:
+        images = (InlineImage(qr_content_id(message_id), payment.pix.qr_png, "pix.png"),)
+    context = letter_context(
+        letter, creditor.model_dump(), payment, images[0].src if images else ""
+    )
+    return ComposedLetter(templates.render(context), payment, images)
 
 
 @dataclass(frozen=True)

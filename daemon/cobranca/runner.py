@@ -25,10 +25,12 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .businessdays import SendPolicy
 from .config import Config, ConfigError, Layout
 from .history import ClaimedLetter, HistoryStore, LetterOutcome
 from .mail import build_message, new_message_id
 from .models import Disposition, LetterStatus, PlannedLetter
+from .payment import LetterPayment
 from .plan import (
     SKIP_ALREADY_CLAIMED,
     SKIP_CADENCE,
@@ -40,7 +42,7 @@ from .plan import (
 from .render import (
     LetterTemplates,
     TemplateProblem,
-    letter_context,
+    compose,
     load_templates,
     make_environment,
 )
@@ -71,6 +73,8 @@ class LayoutResult:
     prints: list[tuple[str, str]] = field(default_factory=list)
     rejected_titles: list[tuple[str, str]] = field(default_factory=list)
     invalid_emails: list[tuple[str, str]] = field(default_factory=list)
+    payment_problems: list[tuple[str, str]] = field(default_factory=list)
+    window_closed: str = ""  # why sending stopped mid-run (the send window closed)
     error: str = ""
     interrupted: bool = False
 
@@ -97,7 +101,9 @@ class LayoutResult:
             "prints": [{"customer": c, "reason": r} for c, r in self.prints],
             "rejected_titles": [{"title": t, "reason": r} for t, r in self.rejected_titles],
             "invalid_emails": [{"customer": c, "entries": e} for c, e in self.invalid_emails],
+            "payment_problems": [{"item": k, "problem": p} for k, p in self.payment_problems],
             "error": self.error,
+            "window_closed": self.window_closed,
             "interrupted": self.interrupted,
         }
 
@@ -157,6 +163,15 @@ class _Run:
     clock: Callable[[], float]
     sleep: Callable[[float], bool]
     trigger: str
+    policy: SendPolicy | None = None  # None: the operator chose to ignore the calendar
+    now: Callable[[], datetime] | None = None
+
+    def refusal(self) -> str | None:
+        """Why no letter may leave at this moment (weekend, holiday, outside the window)."""
+        if self.policy is None:
+            return None
+        moment = self.now() if self.now else datetime.now(self.config.zone)
+        return self.policy.refusal(moment)
 
     @functools.cached_property
     def templates_digest(self) -> str:
@@ -174,11 +189,15 @@ def run_layouts(
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], bool] | None = None,
+    ignore_calendar: bool = False,
+    now: Callable[[], datetime] | None = None,
 ) -> RunReport:
     """Run the named layouts (all enabled ones when none are named) once for ``as_of``.
 
     ``clock`` and ``sleep`` pace and back off deliveries; ``sleep`` returns True when the wait
-    was cut short by a stop. Tests pass a clock they control.
+    was cut short by a stop; ``now`` is the wall clock the calendar is checked against. Tests
+    pass clocks they control. Outside business days and the send window nothing is planned or
+    sent, unless ``ignore_calendar``; a window that closes mid-run leaves the rest planned.
     """
     layouts = (
         [config.layout(name) for name in layout_names]
@@ -187,6 +206,13 @@ def run_layouts(
     )
     stop = stop or threading.Event()
     report = RunReport([LayoutResult(lay.name, as_of, dry_run) for lay in layouts])
+    policy = None if ignore_calendar or dry_run else config.send_policy
+    refusal = calendar_refusal(config, policy, now)
+    if refusal:
+        for result in report.results:
+            result.error = refusal
+        log.warning("no letters now: %s", refusal)
+        return report
     try:
         history = HistoryStore(config.history.engine_url())
     except (SQLAlchemyError, ConfigError, ImportError) as exc:
@@ -199,7 +225,9 @@ def run_layouts(
         history.close()
         return report
     transport = open_transport(config.delivery)
-    run = _Run(config, source, history, transport, stop, clock, sleep or stop.wait, trigger)
+    run = _Run(
+        config, source, history, transport, stop, clock, sleep or stop.wait, trigger, policy, now
+    )
     try:
         with transport:
             if not dry_run:
@@ -220,6 +248,21 @@ def run_layouts(
         source.close()
         history.close()
     return report
+
+
+def calendar_refusal(
+    config: Config, policy: SendPolicy | None, now: Callable[[], datetime] | None = None
+) -> str | None:
+    """The message for a command asked to send when letters may not go out; None when they may."""
+    if policy is None:
+        return None
+    refusal = policy.refusal(now() if now else datetime.now(config.zone))
+    if refusal is None:
+        return None
+    return (
+        f"letters may not go out now: {refusal} (calendar in {config.path or 'the config'}: "
+        "business days and send window); --ignore-calendar sends anyway"
+    )
 
 
 def _abort(
@@ -353,12 +396,14 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
 def _dry_render(
     run: _Run, letter: PlannedLetter, templates: LetterTemplates, result: LayoutResult
 ) -> None:
+    layout = run.config.layout(letter.layout)
     try:
-        templates.render(letter_context(letter, run.config.creditor.model_dump()))
+        composed = compose(templates, letter, layout, run.config.creditor, "<dry-run@cobranca>")
     except TemplateProblem as exc:
         result.failed += 1
         result.failures.append((letter.customer.key, f"render failed: {exc}"))
         return
+    _note_payment_problems(layout, letter, composed.payment, result)
     if letter.disposition is Disposition.PRINT:
         result.print_needed += 1
         result.prints.append((letter.customer.key, letter.reason))
@@ -381,6 +426,10 @@ def _deliver_planned(
                 return
             if limit is not None and attempted >= limit:
                 log.info("layout %s: max_letters_per_run (%d) reached", layout.name, limit)
+                return
+            if refusal := run.refusal():
+                result.window_closed = refusal
+                log.warning("layout %s: stopped sending: %s", layout.name, refusal)
                 return
             claimed = run.history.claim_for_sending(letter_id)
             if claimed is None:
@@ -435,7 +484,7 @@ def deliver_claimed(
             result.skipped[letter.reason] += 1
         return
     try:
-        rendered = templates.render(letter_context(letter, run.config.creditor.model_dump()))
+        composed = compose(templates, letter, layout, run.config.creditor, claimed.message_id)
     except TemplateProblem as exc:
         reason = f"render failed: {exc}"
         history.finish_letter(claimed.id, LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
@@ -455,9 +504,11 @@ def deliver_claimed(
             result.failed += 1
             result.failures.append((who, reason))
             return
+    _note_payment_problems(layout, letter, composed.payment, result)
+    rendered = composed.rendered
     message = build_message(
         rendered, letter.recipients, run.config.delivery, claimed.message_id,
-        datetime.now(run.config.zone), layout.name, attachments,
+        datetime.now(run.config.zone), layout.name, attachments, composed.images,
     )  # fmt: skip
     outcome, unreachable = _send_with_retries(run, message, letter.recipients)
     history.finish_letter(
@@ -480,6 +531,16 @@ def deliver_claimed(
         log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
         if unreachable:
             raise _StopLayout(outcome.reason)
+
+
+def _note_payment_problems(
+    layout: Layout, letter: PlannedLetter, payment: LetterPayment, result: LayoutResult
+) -> None:
+    """A wrong boleto line or Pix code is left out of the letter and reported here."""
+    for key, problem in payment.problems:
+        what = f"título {key}" if key else f"customer {letter.customer.key}"
+        log.warning("layout %s: %s: %s", layout.name, what, problem)
+        result.payment_problems.append((key or letter.customer.key, problem))
 
 
 def _send_with_retries(
@@ -529,7 +590,11 @@ def _send_with_retries(
 
 def _leave_planned_noted(run: _Run, layout: Layout, result: LayoutResult) -> None:
     """Letters still planned at the end say why they are still waiting."""
-    why = result.error or ("run interrupted" if result.interrupted else "max_letters_per_run")
+    why = (
+        result.error
+        or result.window_closed
+        or ("run interrupted" if result.interrupted else "max_letters_per_run")
+    )
     try:
         result.left_planned = run.history.note_planned(
             layout.name, result.as_of, f"not sent yet: {why}; the next run sends it"
@@ -560,9 +625,17 @@ class LetterStateError(Exception):
 
 
 def resolve_letter(
-    config: Config, letter_id: int, *, resend: bool, operator: str, note: str = ""
+    config: Config,
+    letter_id: int,
+    *,
+    resend: bool,
+    operator: str,
+    note: str = "",
+    ignore_calendar: bool = False,
 ) -> LayoutResult:
     """A person's decision: mark an ambiguous letter sent, or send it (or a failed one) now."""
+    if resend and not ignore_calendar and (refusal := calendar_refusal(config, config.send_policy)):
+        raise LetterStateError(refusal)
     history = HistoryStore(config.history.engine_url())
     allowed = (
         (LetterStatus.AMBIGUOUS, LetterStatus.FAILED_TEMPORARY)
@@ -712,15 +785,22 @@ def send_by_hand(
     operator: str,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    ignore_calendar: bool = False,
 ) -> LayoutResult:
     """Send letters planned at the desk through the daemon's own path: record, claim, send."""
     as_of = letters[0].as_of if letters else date.today()
     result = LayoutResult(layout.name, as_of, dry_run=False)
+    policy = None if ignore_calendar else config.send_policy
+    if refusal := calendar_refusal(config, policy):
+        result.error = refusal
+        return result
     stop = stop or threading.Event()
     history = HistoryStore(config.history.engine_url())
     source = ProtheusSource(config.source)
     transport = open_transport(config.delivery)
-    run = _Run(config, source, history, transport, stop, time.monotonic, stop.wait, "manual")
+    run = _Run(
+        config, source, history, transport, stop, time.monotonic, stop.wait, "manual", policy
+    )
     try:
         templates = load_templates(
             make_environment(config.templates_dir), layout.template, layout.subject
@@ -749,6 +829,9 @@ def send_by_hand(
             for done, letter_id in enumerate(ids, 1):
                 if stop.is_set():
                     result.interrupted = True
+                    break
+                if refusal := run.refusal():
+                    result.window_closed = refusal
                     break
                 claimed = history.claim_for_sending(letter_id)
                 if claimed is not None:

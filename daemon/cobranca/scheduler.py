@@ -33,8 +33,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
+from .businessdays import BusinessDayTrigger, first_fire_on
 from .check import check_templates
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, Layout, load_config
 from .cron import describe_cron, parse_cron
 from .history import HistoryStore
 from .mail import new_message_id
@@ -85,7 +86,7 @@ class Daemon:
                 continue
             self.scheduler.add_job(
                 self.run_layout,
-                trigger=parse_cron(layout.schedule, config.zone),
+                trigger=layout_trigger(config, layout),
                 args=(layout.name,),
                 id=layout.name,
                 name=f"layout {layout.name}",
@@ -164,7 +165,13 @@ class Daemon:
         if attempt >= settings.retry_limit:
             log.error("layout %s: %s; no retries left today", layout_name, why)
             return
-        when = datetime.now(self.config.zone) + timedelta(minutes=settings.retry_minutes)
+        now = datetime.now(self.config.zone)
+        when = self.config.send_policy.next_allowed(now + timedelta(minutes=settings.retry_minutes))
+        if when.date() != now.date():
+            log.warning("layout %s: %s; no retry today: letters may not go out after %s "
+                        "(the next scheduled run takes over)", layout_name, why,
+                        now.strftime("%H:%M"))  # fmt: skip
+            return
         log.warning("layout %s: %s; retrying at %s", layout_name, why, when)
         self.scheduler.add_job(
             self.run_layout,
@@ -183,14 +190,16 @@ class Daemon:
         """
         config = self.config
         now = datetime.now(config.zone)
+        policy = config.send_policy
+        if not policy.allows(now):
+            return []  # today's runs, if any, are still ahead or the day is over
         due = []
         for layout in config.layouts:
             if not layout.enabled:
                 continue
-            trigger = parse_cron(layout.schedule, config.zone)
-            midnight = datetime.combine(now.date(), datetime.min.time(), tzinfo=config.zone)
-            first_today = trigger.get_next_fire_time(None, midnight)
-            if first_today is None or first_today > now or first_today.date() != now.date():
+            # Includes a run moved onto today from the weekend, a holiday or last night.
+            first_today = first_fire_on(layout_trigger(config, layout), now.date())
+            if first_today is None or first_today > now:
                 continue
             due.append(layout.name)
             self.scheduler.add_job(
@@ -245,6 +254,11 @@ class Daemon:
             what = f"run failed: {event.exception!r}"
         log.error("layout %s: %s", event.job_id, what)
         self.alert(f"layout {event.job_id}: {what}", what)
+
+
+def layout_trigger(config: Config, layout: Layout) -> BusinessDayTrigger:
+    """The layout's cron, moved to business days and into the send window."""
+    return BusinessDayTrigger(parse_cron(layout.schedule, config.zone), config.send_policy)
 
 
 def load_and_check(path: Path) -> Config:

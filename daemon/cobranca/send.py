@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 
-from .arguments import iso_date
+from .arguments import add_ignore_calendar, iso_date
 from .config import Config
 from .listing import add_filter_arguments, title_filter
 from .models import Disposition, PlannedLetter
@@ -35,6 +35,7 @@ def add_send_parser(commands: argparse._SubParsersAction, parents: list) -> None
         "--force", action="store_true", help="send even within the layout's cadence (recorded)"
     )
     send.add_argument("--operator", help="who is sending (default: $USER)")
+    add_ignore_calendar(send)
 
 
 def describe(letters: list[PlannedLetter], refused: list[tuple[str, str]]) -> str:
@@ -91,7 +92,10 @@ def send_command(
         if ask("send these letters? [s/N] ").strip().lower() not in ("s", "sim", "y", "yes"):
             print("nothing sent")
             return 1
-    result = send_by_hand(config, layout, letters, operator=operator, progress=_progress())
+    result = send_by_hand(
+        config, layout, letters, operator=operator, progress=_progress(),
+        ignore_calendar=args.ignore_calendar,
+    )  # fmt: skip
     print(
         f"sent {result.sent}, to print {result.print_needed}, failed {result.failed}, "
         f"ambiguous {result.ambiguous}, already sent today {result.skipped['already_claimed']}"

@@ -218,7 +218,8 @@ class ProtheusSource:
         columns = [
             c.E1_FILIAL, c.E1_PREFIXO, c.E1_NUM, c.E1_PARCELA, c.E1_TIPO, c.E1_CLIENTE,
             c.E1_LOJA, c.E1_EMISSAO, c.E1_VENCTO, c.E1_VENCREA, c.E1_VALOR, c.E1_SALDO,
-            c.E1_SITUACA, c.R_E_C_N_O_,
+            c.E1_SITUACA, c.E1_PORCJUR, c.E1_VALJUR, c.E1_SDACRES, c.E1_SDDECRE, c.E1_CODDIG,
+            c.E1_CODBAR, c.R_E_C_N_O_,
             a.A1_NOME, a.A1_NREDUZ, a.A1_PESSOA, a.A1_CGC, a.A1_EMAIL, a.A1_END, a.A1_BAIRRO,
             a.A1_MUN, a.A1_EST, a.A1_CEP, a.A1_ENDCOB, a.A1_BAIRROC, a.A1_MUNC, a.A1_ESTC,
             a.A1_CEPC, a.A1_MSBLQL,
@@ -442,6 +443,15 @@ def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str])
     balance = protheus.to_money(row.E1_SALDO)
     if balance < 0:
         raise ValueError(f"E1_SALDO: negative balance ({balance})")
+    charges = {
+        "E1_PORCJUR": protheus.to_rate(row.E1_PORCJUR),
+        "E1_VALJUR": protheus.to_money(row.E1_VALJUR),
+        "E1_SDACRES": protheus.to_money(row.E1_SDACRES),
+        "E1_SDDECRE": protheus.to_money(row.E1_SDDECRE),
+    }
+    for name, amount in charges.items():
+        if amount < 0:
+            raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
     real_due = _date_field(row, "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
@@ -466,6 +476,12 @@ def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str])
         days_from_due=(as_of - real_due).days,
         days_late=days_late(as_of, due, real_due),
         recno=int(row.R_E_C_N_O_),
+        interest_rate=charges["E1_PORCJUR"],
+        interest_per_day=charges["E1_VALJUR"],
+        additions=charges["E1_SDACRES"],
+        deductions=charges["E1_SDDECRE"],
+        typeable_line=t(row.E1_CODDIG),
+        barcode=t(row.E1_CODBAR),
     )
 
 
