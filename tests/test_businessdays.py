@@ -295,7 +295,7 @@ def test_trigger_with_business_days_off_keeps_only_the_window() -> None:
 def test_trigger_wraps_a_one_off_trigger_and_ends() -> None:
     trigger = BusinessDayTrigger(DateTrigger(run_date=at(2026, 12, 26, 10)), POLICY, SP)
     first = trigger.get_next_fire_time(None, at(2026, 12, 20))
-    assert first == at(2026, 12, 28, 8)
+    assert first == at(2026, 12, 28, 10)  # Saturday 10:00 → Monday 10:00
     assert trigger.get_next_fire_time(first, first) is None
 
 
@@ -328,8 +328,12 @@ def test_first_fire_on_days_without_a_fire() -> None:
     assert first_fire_on(monthly, date(2026, 11, 2)) is None  # Finados
     assert first_fire_on(monthly, date(2026, 11, 3)) == at(2026, 11, 3, 8)
     assert first_fire_on(monthly, date(2026, 11, 4)) is None
-    # A weekend fire time moves to the window's start, not to its own time of day.
-    assert first_fire_on(daily("30 9 * * *"), date(2026, 12, 28)) == at(2026, 12, 28, 8)
+    # A weekend fire time keeps its time of day on the next business day...
+    assert first_fire_on(daily("30 9 * * *"), date(2026, 12, 28)) == at(2026, 12, 28, 9, 30)
+    # ...so layouts keep their order after a holiday: the reminder still goes first.
+    assert first_fire_on(daily("0 8 * * *"), date(2026, 12, 28)) == at(2026, 12, 28, 8)
+    # A fire time outside the window moves to the window's start.
+    assert first_fire_on(daily("0 20 * * *"), date(2026, 12, 28)) == at(2026, 12, 28, 8)
     assert first_fire_on(daily("30 9 * * *"), date(2026, 12, 29)) == at(2026, 12, 29, 9, 30)
 
 

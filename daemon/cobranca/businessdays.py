@@ -208,6 +208,30 @@ class SendPolicy:
             day += _ONE_DAY
         raise ValueError(f"no allowed sending time within a year after {moment}")
 
+    def moved(self, fire: datetime) -> datetime:
+        """Where a layout's fire time goes when letters may not leave then.
+
+        Off a weekend or holiday: the same time of day on the next business day, so layouts
+        keep the order finance gave them (the reminder at 08:00 before the notice at 09:00).
+        Outside the window: the window's start, that day (too early) or the next allowed day
+        (too late). An allowed fire time stays where it is.
+        """
+        if self.allows(fire):
+            return fire
+        day, clock = fire.date(), fire.time()
+        inside = True
+        if self.window is not None:
+            start, end = self._window(day, fire.tzinfo)
+            inside = start <= fire < end
+            if fire >= end:
+                day += _ONE_DAY
+        if self.business_days_only:
+            day = self.calendar.next_business_day(day)
+        if not inside:
+            assert self.window is not None
+            clock = self.window.start
+        return self.next_allowed(datetime.combine(day, clock, tzinfo=fire.tzinfo))
+
     def window_end(self, moment: datetime) -> datetime | None:
         """When the allowed period holding ``moment`` ends, so a run can stop there.
 
@@ -229,7 +253,7 @@ class SendPolicy:
     def blocked_since(self, moment: datetime) -> datetime:
         """Where the blocked stretch leading up to ``moment`` began (``moment`` if none).
 
-        Every instant from there on is moved to ``moment`` or later by :meth:`next_allowed`,
+        Every instant from there on is moved to ``moment`` or later by :meth:`moved`,
         every earlier one to before ``moment``: so a trigger started there finds exactly the
         fire times that land at or after ``moment``, including those moved off a weekend,
         holiday or night.
@@ -256,13 +280,13 @@ class SendPolicy:
 
 
 class BusinessDayTrigger(BaseTrigger):
-    """Wraps another trigger (a layout's CronTrigger): each fire time moves to the next allowed
-    instant of ``policy``; fire times moved onto the same instant fire once.
+    """Wraps another trigger (a layout's CronTrigger): each fire time moves where
+    :meth:`SendPolicy.moved` says; fire times moved onto the same instant fire once.
 
     Stateless on purpose: APScheduler hands back only the moved previous fire time. The next
     one is the first inner fire time whose moved time comes strictly after it, found by starting
     the inner trigger where the blocked stretch before that instant began: Saturday's and
-    Sunday's fire times both land on Monday 08:00 and fire once; nothing loops.
+    Sunday's 09:00 fire times both land on Monday 09:00 and fire once; nothing loops.
     """
 
     def __init__(self, inner: BaseTrigger, policy: SendPolicy, timezone: tzinfo | None = None):
@@ -284,7 +308,7 @@ class BusinessDayTrigger(BaseTrigger):
         raw = self.inner.get_next_fire_time(None, self.policy.blocked_since(start))
         if raw is None:
             return None
-        fire = self.policy.next_allowed(raw.astimezone(self.timezone))
+        fire = self.policy.moved(raw.astimezone(self.timezone))
         if previous_fire_time is not None and fire < start:
             return None  # an inner trigger that answers with a past time (DateTrigger) is done
         return fire
