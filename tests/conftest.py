@@ -227,7 +227,13 @@ class ErpWriter:
         self.titles = 0
 
     def customer(
-        self, code: str, name: str, emails: str, *titles: dict[str, Any], person: str = "J"
+        self,
+        code: str,
+        name: str,
+        emails: str,
+        *titles: dict[str, Any],
+        person: str = "J",
+        tax_id: str | None = None,
     ) -> list[str]:
         """One customer with its títulos (overrides of a good overdue one); their SE1 keys."""
         engine = create_engine(self.url)
@@ -238,7 +244,7 @@ class ErpWriter:
                 connection.execute(self.sa1.insert(), [_row(self.sa1, {
                     "A1_COD": code, "A1_LOJA": "01", "A1_NOME": name, "A1_NREDUZ": name[:20],
                     "A1_PESSOA": person,
-                    "A1_CGC": "11144477735" if person == "F" else "11444777000161",
+                    "A1_CGC": tax_id or ("11144477735" if person == "F" else "11444777000161"),
                     "A1_EMAIL": emails,
                     "A1_END": "Rua XV de Novembro, 10", "A1_BAIRRO": "Centro",
                     "A1_MUN": "São Paulo", "A1_EST": "SP", "A1_CEP": "01001000",

@@ -98,8 +98,8 @@ def test_received_letter_has_charges_boleto_and_a_pix_qr_that_decodes_to_its_cod
     result = report.results[0]
     assert result.sent == 1, report.as_dict()
     # The mistyped boleto line is reported, naming the título and the wrong check digit...
-    assert [key for key, _ in result.payment_problems] == [keys[1]]
-    assert "check digit of field 2" in result.payment_problems[0][1]
+    assert [key for key, _ in result.data_problems] == [keys[1]]
+    assert "check digit of field 2" in result.data_problems[0][1]
     (mail,) = smtp_server.received
     text, html, images = _parts(mail.message)
     for part in (html, text.replace(" ", "")):
@@ -232,3 +232,34 @@ def test_preview_shows_the_charges_and_warns_about_a_wrong_boleto(
     assert code == 0
     assert "1.025,66" in out and "br.gov.bcb.pix" in out
     assert "check digit of field 2" in err
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown", "problem"),
+    [
+        ("12ABC34501DE35", "12.ABC.345/01DE-35", None),  # alphanumeric CNPJ (July 2026)
+        ("01234567890", "012.345.678-90", None),  # a CPF keeps its leading zero
+        ("11444777000162", "11444777000162", "CNPJ 11444777000162 has wrong check digits"),
+    ],
+)
+def test_customer_tax_id_is_shown_formatted_only_when_valid(
+    demo_sqlite: str,
+    smtp_server: SmtpServer,
+    tmp_path: Path,
+    stored: str,
+    shown: str,
+    problem: str | None,
+) -> None:
+    ErpWriter(demo_sqlite).customer(
+        "900001", "Padaria Pão Quente Ltda", "contas@paoquente.com.br",
+        {**CARNIVAL_DUE, "E1_VALOR": 1000.0, "E1_SALDO": 1000.0}, tax_id=stored,
+    )  # fmt: skip
+    path = _config(tmp_path, demo_sqlite, smtp_server)
+
+    result = run_layouts(load_config(path), as_of=AS_OF).results[0]
+
+    (mail,) = smtp_server.received
+    text, html, _ = _parts(mail.message)
+    assert shown in text and shown in html
+    found = [why for who, why in result.data_problems if who == "900001/01"]
+    assert found == ([f"A1_CGC: {problem} (printed as stored)"] if problem else [])

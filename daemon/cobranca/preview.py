@@ -66,7 +66,7 @@ def preview_command(config: Config, args: argparse.Namespace, today: date) -> in
     message_id = new_message_id(config.delivery)
     letter, composed = preview_letter(config, args.layout, args.customer, as_of, message_id)
     rendered = composed.rendered
-    for key, problem in composed.payment.problems:
+    for key, problem in composed.problems:
         print(f"warning: {key or letter.customer.key}: {problem}", file=sys.stderr)
     if args.format == "pdf":
         from .pdf import render_pdf_one

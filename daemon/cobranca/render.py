@@ -28,6 +28,7 @@ from .config import Creditor, Layout
 from .models import InlineImage, PlannedLetter, RenderedLetter
 from .payment import LetterPayment, TitlePayment, letter_payment
 from .protheus import CENTS
+from .taxid import valid_cnpj, valid_cpf
 
 LOCALE = "pt_BR"
 HTML_SUFFIX = ".html.j2"
@@ -73,13 +74,28 @@ def long_date(value: date | None) -> str:
 
 
 def tax_id(value: str | None) -> str:
-    """CNPJ (14 characters, alphanumeric since July 2026) or CPF (11 digits), formatted."""
+    """CNPJ (14 characters, alphanumeric since July 2026) or CPF (11 digits), formatted.
+
+    Only a number whose check digits are right is formatted; anything else prints as stored,
+    so a letter never dresses a mistyped number up as a valid one.
+    """
     text = (value or "").strip().upper()
-    if len(text) == 14 and text.isalnum():
+    if valid_cnpj(text):
         return f"{text[:2]}.{text[2:5]}.{text[5:8]}/{text[8:12]}-{text[12:]}"
-    if len(text) == 11 and text.isdigit():
+    if valid_cpf(text):
         return f"{text[:3]}.{text[3:6]}.{text[6:9]}-{text[9:]}"
     return text
+
+
+def tax_id_problem(value: str) -> str | None:
+    """Why a customer's CNPJ/CPF (A1_CGC) is not a valid one, or None."""
+    text = value.strip().upper()
+    if not text or valid_cnpj(text) or valid_cpf(text):
+        return None
+    if len(text) in (11, 14):
+        kind = "CPF" if len(text) == 11 else "CNPJ"
+        return f"A1_CGC: {kind} {text} has wrong check digits (printed as stored)"
+    return f"A1_CGC: {text!r} is neither a CPF (11 digits) nor a CNPJ (14 characters)"
 
 
 def zip_code(value: str | None) -> str:
@@ -249,6 +265,13 @@ class ComposedLetter:
     payment: LetterPayment
     images: tuple[InlineImage, ...] = ()
 
+    @property
+    def problems(self) -> tuple[tuple[str, str], ...]:
+        """ERP data the letter left out or could not vouch for: (título or customer, why)."""
+        return self.payment.problems + self.customer_problems
+
+    customer_problems: tuple[tuple[str, str], ...] = ()
+
 
 def compose(
     templates: LetterTemplates,
@@ -268,7 +291,9 @@ def compose(
     context = letter_context(
         letter, creditor.model_dump(), payment, images[0].src if images else ""
     )
-    return ComposedLetter(templates.render(context), payment, images)
+    problem = tax_id_problem(letter.customer.tax_id)
+    customer_problems = ((letter.customer.key, problem),) if problem else ()
+    return ComposedLetter(templates.render(context), payment, images, customer_problems)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from .config import Config, ConfigError, Layout
 from .history import ClaimedLetter, HistoryStore, LetterOutcome
 from .mail import build_message, new_message_id
 from .models import Disposition, LetterStatus, PlannedLetter
-from .payment import LetterPayment
 from .plan import (
     SKIP_ALREADY_CLAIMED,
     SKIP_CADENCE,
@@ -40,6 +39,7 @@ from .plan import (
     plan_letter,
 )
 from .render import (
+    ComposedLetter,
     LetterTemplates,
     TemplateProblem,
     compose,
@@ -73,7 +73,7 @@ class LayoutResult:
     prints: list[tuple[str, str]] = field(default_factory=list)
     rejected_titles: list[tuple[str, str]] = field(default_factory=list)
     invalid_emails: list[tuple[str, str]] = field(default_factory=list)
-    payment_problems: list[tuple[str, str]] = field(default_factory=list)
+    data_problems: list[tuple[str, str]] = field(default_factory=list)
     window_closed: str = ""  # why sending stopped mid-run (the send window closed)
     error: str = ""
     interrupted: bool = False
@@ -101,7 +101,7 @@ class LayoutResult:
             "prints": [{"customer": c, "reason": r} for c, r in self.prints],
             "rejected_titles": [{"title": t, "reason": r} for t, r in self.rejected_titles],
             "invalid_emails": [{"customer": c, "entries": e} for c, e in self.invalid_emails],
-            "payment_problems": [{"item": k, "problem": p} for k, p in self.payment_problems],
+            "data_problems": [{"item": k, "problem": p} for k, p in self.data_problems],
             "error": self.error,
             "window_closed": self.window_closed,
             "interrupted": self.interrupted,
@@ -403,7 +403,7 @@ def _dry_render(
         result.failed += 1
         result.failures.append((letter.customer.key, f"render failed: {exc}"))
         return
-    _note_payment_problems(layout, letter, composed.payment, result)
+    _note_problems(layout, letter, composed, result)
     if letter.disposition is Disposition.PRINT:
         result.print_needed += 1
         result.prints.append((letter.customer.key, letter.reason))
@@ -504,7 +504,7 @@ def deliver_claimed(
             result.failed += 1
             result.failures.append((who, reason))
             return
-    _note_payment_problems(layout, letter, composed.payment, result)
+    _note_problems(layout, letter, composed, result)
     rendered = composed.rendered
     message = build_message(
         rendered, letter.recipients, run.config.delivery, claimed.message_id,
@@ -533,14 +533,14 @@ def deliver_claimed(
             raise _StopLayout(outcome.reason)
 
 
-def _note_payment_problems(
-    layout: Layout, letter: PlannedLetter, payment: LetterPayment, result: LayoutResult
+def _note_problems(
+    layout: Layout, letter: PlannedLetter, composed: ComposedLetter, result: LayoutResult
 ) -> None:
-    """A wrong boleto line or Pix code is left out of the letter and reported here."""
-    for key, problem in payment.problems:
-        what = f"título {key}" if key else f"customer {letter.customer.key}"
+    """ERP data a letter left out or could not vouch for (a wrong boleto line, CNPJ...)."""
+    for key, problem in composed.problems:
+        what = f"título {key}" if "|" in key else f"customer {key or letter.customer.key}"
         log.warning("layout %s: %s: %s", layout.name, what, problem)
-        result.payment_problems.append((key or letter.customer.key, problem))
+        result.data_problems.append((key or letter.customer.key, problem))
 
 
 def _send_with_retries(

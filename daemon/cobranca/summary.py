@@ -42,7 +42,7 @@ def format_text(report: RunReport) -> str:
         _listed(lines, "printed letters needed", result.prints)
         _listed(lines, "unreadable títulos (skipped)", result.rejected_titles)
         _listed(lines, "invalid e-mail entries (ignored)", result.invalid_emails)
-        _listed(lines, "left out of letters (fix in the ERP)", result.payment_problems)
+        _listed(lines, "ERP data left out of letters (fix it there)", result.data_problems)
         if result.interrupted:
             lines.append("  interrupted: the remaining customers are left for the next run")
         lines.append("")
