@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, text
 
 from cobranca.config import load_config
 from cobranca.history import HistoryStore
+from cobranca.render import amount
 from cobranca.runner import run_layouts
 from conftest import AS_OF, SmtpServer, config_data, write_config
 
@@ -73,9 +74,34 @@ def expected_letters(url: str, as_of: date, low: int, high: int) -> dict[str, di
         if net <= 0:
             continue
         who = "/".join(owner)
-        entry = letters.setdefault(who, {"customer": customer, "titles": {}})
-        entry["titles"]["|".join([*parts, kind, *owner])] = net
+        entry = letters.setdefault(who, {"customer": customer, "titles": {}, "totals": {}})
+        key = "|".join([*parts, kind, *owner])
+        entry["titles"][key] = net
+        entry["totals"][key] = _updated_total(r, net, as_of)
     return letters
+
+
+def _updated_total(row: dict[str, Any], net: Decimal, as_of: date) -> Decimal:
+    """What the letter must demand: net + simple interest (the test layouts set no fine).
+
+    Written out again from shared/protheus.md, not taken from charges.py: days late from
+    E1_VENCTO (the demo's due dates are never after E1_VENCREA's weekend shift), E1_PORCJUR
+    % a day, else E1_VALJUR R$ a day, each rounded half-up to cents.
+    """
+    cents = Decimal("0.01")
+    due = date.fromisoformat(
+        f"{row['E1_VENCTO'][:4]}-{row['E1_VENCTO'][4:6]}-{row['E1_VENCTO'][6:]}"
+    )
+    days = (as_of - due).days
+    rate = Decimal(str(row["E1_PORCJUR"]))
+    if rate:
+        interest = net * days * rate / 100
+    else:
+        interest = Decimal(str(row["E1_VALJUR"])).quantize(cents, ROUND_HALF_UP) * days
+    additions = Decimal(str(row["E1_SDACRES"])).quantize(cents, ROUND_HALF_UP)
+    deductions = Decimal(str(row["E1_SDDECRE"])).quantize(cents, ROUND_HALF_UP)
+    total = net + interest.quantize(cents, ROUND_HALF_UP) + additions - deductions
+    return max(total, Decimal("0.00"))
 
 
 def run_and_collect(config_path: Path, as_of: date = AS_OF, **kwargs: Any) -> Any:
@@ -124,10 +150,15 @@ def assert_delivered(source_url: str, history_url: str, smtp: SmtpServer, tmp_pa
         for key, balance in expected[who]["titles"].items():
             number = key.split("|")[2]
             assert number in html and number in plain
-            assert brl(balance) in html and brl(balance) in plain
-        total = sum(expected[who]["titles"].values(), Decimal("0.00"))
-        assert brl(total) in html
-        assert record.total == total
+            # Table cells carry amounts without "R$" (the table is headed "valores em R$").
+            assert amount(balance) in html and amount(balance) in plain
+            updated = expected[who]["totals"][key]
+            assert amount(updated) in html and amount(updated) in plain
+        demanded = sum(expected[who]["totals"].values(), Decimal("0.00"))
+        assert brl(demanded) in html
+        # The history keeps the balances the letter listed; the message itself, with the
+        # charges, is stored whole (raw_message).
+        assert record.total == sum(expected[who]["titles"].values(), Decimal("0.00"))
         assert {t.title_key: t.balance for t in record.titles} == expected[who]["titles"]
         assert record.sent_at is not None
     for who in printed:

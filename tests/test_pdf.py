@@ -18,11 +18,13 @@ from pdfminer.high_level import extract_pages
 from pdfminer.layout import LTTextContainer, LTTextLine
 from pypdf import PdfReader
 
+from cobranca.boleto import barcode_to_line, mod11_barcode
 from cobranca.config import Config, load_config
 from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
+from cobranca.payment import letter_payment
 from cobranca.pdf import PdfRenderer, render_pdf, render_pdf_one
-from cobranca.render import TemplateProblem, money
-from conftest import TEMPLATES, config_data, write_config
+from cobranca.render import TemplateProblem, amount, money
+from conftest import LAYOUTS, TEMPLATES, config_data, write_config
 
 AS_OF = date(2026, 12, 4)
 HOSTILE = '<b>Bar & "Zé"</b>'
@@ -30,14 +32,24 @@ CREDITOR_CNPJ = "11.444.777/0001-61"  # conftest's creditor, formatted
 MM = 72 / 25.4  # PDF points per millimetre
 
 
-def title(number: str, days_from_due: int, value: str, *, installment: str = "") -> Title:
+def title(
+    number: str,
+    days_from_due: int,
+    value: str,
+    *,
+    installment: str = "",
+    interest_rate: str = "0",
+    additions: str = "0.00",
+    typeable_line: str = "",
+) -> Title:
     due = AS_OF - timedelta(days=days_from_due)
     return Title(
         branch="01", prefix="NF", number=number, installment=installment, type="NF",
         customer_code="000123", customer_store="01", issue_date=due - timedelta(days=30),
         due_date=due, real_due_date=due, value=Decimal(value), balance=Decimal(value),
         abatements=Decimal("0.00"), situation="0", days_from_due=days_from_due,
-        days_late=max(days_from_due, 0),
+        days_late=max(days_from_due, 0), interest_rate=Decimal(interest_rate),
+        additions=Decimal(additions), typeable_line=typeable_line,
     )  # fmt: skip
 
 
@@ -68,6 +80,20 @@ MANY = letter(
 )
 
 
+def _barcode(cents: int) -> str:
+    """A boleto barcode (Banco do Brasil) with the right general check digit."""
+    body = "0019" + "1000" + f"{cents:010d}" + "0000001234567890123456789"
+    return body[:4] + str(mod11_barcode(body)) + body[4:]
+
+
+BOLETO_LINE = barcode_to_line(_barcode(126336))
+BOLETO_FORMATTED = "00190.00009 01234.567897 01234.567897 1 10000000126336"
+# 10 days late at 0,0333 % a day with a 2 % fine: 1.234,56 + 24,69 + 4,11 = 1.263,36.
+CHARGED = title("000001001", 10, "1234.56", installment="A", interest_rate="0.0333",
+                typeable_line=BOLETO_LINE)  # fmt: skip
+ADJUSTED = title("000001004", 3, "500.00", additions="12.34")
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     data = config_data(
@@ -75,6 +101,26 @@ def config(tmp_path: Path) -> Config:
         history_url=f"sqlite:///{tmp_path / 'history.db'}",
         outbox=tmp_path / "outbox",
     )
+    return load_config(write_config(tmp_path / "cobranca.yaml", data))
+
+
+@pytest.fixture
+def pix_config(tmp_path: Path) -> Config:
+    """Layouts with a 2 % fine and Pix; the creditor with a Pix key."""
+    layouts = [
+        {**layout, "charges": {"fine_percent": 2}, "payment": {"pix": True}} for layout in LAYOUTS
+    ]
+    data = config_data(
+        source_url=f"sqlite:///{tmp_path / 'none.db'}",
+        history_url=f"sqlite:///{tmp_path / 'history.db'}",
+        outbox=tmp_path / "outbox",
+        layouts=layouts,
+    )
+    data["creditor"]["pix"] = {
+        "key": "11.444.777/0001-61",
+        "merchant_name": "Credora Industria",
+        "merchant_city": "Sao Paulo",
+    }
     return load_config(write_config(tmp_path / "cobranca.yaml", data))
 
 
@@ -99,8 +145,9 @@ def test_letter_has_customer_creditor_titles_and_amounts_in_pt_br(config: Config
     assert "Aviso de pagamento pendente" in text  # the layout's own texts (textos/primeiro-aviso)
     for t in SAMPLE.titles:
         assert t.number in text
-        assert brl(t.value) in text
-    assert "R$ 98.765,40" in text  # thousands dot, decimal comma
+        assert amount(t.value) in text  # the table's columns are headed "valores em R$"
+    assert "98.765,40" in text  # thousands dot, decimal comma
+    assert "valores em R$" in text
     assert brl(SAMPLE.total) in text
     assert "Títulos vencidos" in text and "Títulos a vencer" in text
     assert "Página 1 de 1" in text
@@ -128,7 +175,8 @@ def test_many_titles_continue_on_numbered_pages_with_the_header_repeated(config:
     pages = pages_text(render_pdf_one(MANY, config))
     assert len(pages) == 2
     assert "Página 1 de 2" in pages[0] and "Página 2 de 2" in pages[1]
-    assert all("Valor original" in text for text in pages)  # the table header on each page
+    # The table header on each page (a header's words may wrap in its cell).
+    assert all("Valor original" in " ".join(text.split()) for text in pages)
     assert "(continuação)" in pages[1] and MANY.customer.name in pages[1]
     text = "\n".join(pages)
     for t in MANY.titles:
@@ -263,3 +311,60 @@ def test_renderer_reuses_compiled_templates_across_letters(config: Config) -> No
     hostile_html = renderer.html(letter(HOSTILE, (OVERDUE,)))
     assert "&lt;b&gt;Bar &amp; &#34;Zé&#34;&lt;/b&gt;" in hostile_html
     assert re.search(r"<b>Bar", hostile_html) is None
+
+
+def _images(pdf: bytes) -> list[str]:
+    """Names of the images drawn on each page (pypdf's page.images)."""
+    reader = PdfReader(io.BytesIO(pdf))
+    return [image.name for page in reader.pages for image in page.images]
+
+
+def test_charges_boleto_and_pix_are_printed(pix_config: Config) -> None:
+    sample = letter("Supermercado São Jorge Ltda", (CHARGED, ADJUSTED, COMING))
+    payment = letter_payment(sample, pix_config.layout(sample.layout), pix_config.creditor)
+    assert payment.pix is not None and payment.problems == ()
+    pdf = render_pdf_one(sample, pix_config)
+    text = "\n".join(pages_text(pdf))
+    flat = " ".join(text.split())
+
+    # The overdue row: Saldo, Multa, Juros, Acrésc./Desc. (this letter has some), Total.
+    assert "1.234,56 1.234,56 24,69 4,11 0,00 1.263,36" in flat
+    assert "500,00 500,00 10,00 0,00 12,34 522,34" in flat  # 3 days: 2 % fine, no interest
+    for header in ("Multa", "Juros", "Total", "Valor original", "Dias em atraso"):
+        assert header in flat
+    assert "Acrésc./ Desc." in flat
+    assert brl(payment.all.total) in text  # "Total em aberto", in reais
+    assert "Valores atualizados até 04/12/2026" in flat
+    # The boleto line under its título.
+    assert f"Linha digitável: {BOLETO_FORMATTED}" in flat
+    assert flat.count("Linha digitável") == 1
+    # Pix: the block, the amount, the receiver, and the code in 50-character lines.
+    assert "Pague com Pix" in text
+    assert f"Valor: {brl(payment.pix.amount)}" in flat
+    assert "Recebedor: Credora Indústria Ltda – CNPJ 11.444.777/0001-61" in flat
+    code = payment.pix.payload
+    chunks = [code[i : i + 50] for i in range(0, len(code), 50)]
+    assert len(chunks) >= 3
+    lines = [line.strip() for line in text.splitlines()]
+    for chunk in chunks:
+        assert chunk in lines, chunk
+    assert "Prefira ler o QR Code" in flat
+    # The QR code is an image in the PDF (a data: URI the renderer accepts).
+    assert len(_images(pdf)) == 1
+
+
+def test_no_image_and_no_pix_without_pix(config: Config) -> None:
+    pdf = render_pdf_one(letter("Supermercado São Jorge Ltda", (CHARGED, COMING)), config)
+    flat = " ".join("\n".join(pages_text(pdf)).split())
+    assert _images(pdf) == []
+    assert "Pix" not in flat
+    assert "Acrésc." not in flat  # no título with additions or deductions
+    # No fine in this layout, but the título's own daily rate (E1_PORCJUR) still applies.
+    assert "1.234,56 1.234,56 0,00 4,11 1.238,67" in flat
+    assert "Valores atualizados até 04/12/2026" in flat
+
+
+def test_note_says_when_no_charges_were_added(config: Config) -> None:
+    flat = " ".join("\n".join(pages_text(render_pdf_one(SAMPLE, config))).split())
+    assert "Os valores não incluem eventuais multa e juros por atraso" in flat
+    assert "atualizados" not in flat
