@@ -358,33 +358,6 @@ class ResponseSettings(Model):
     )
 
 
-class Creditor(Model):
-    """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
-
-    name: str = Field(description="Legal name (razão social).")
-    tax_id: str = Field(description="CNPJ; punctuation optional, alphanumeric CNPJs accepted.")
-    address: str = Field(description="Street address, number and district.")
-    city: str = Field(description="City; also the place in the letter's date line.")
-    state: str = Field(description="State (UF).")
-    zip_code: str = Field("", description="CEP.")
-    phone: str = Field("", description="Phone customers may call about the letter.")
-    email: str = Field("", description="E-mail customers may write to about the letter.")
-    website: str = Field("", description="Web site, if any.")
-    pix: PixSettings | None = Field(
-        None, description="Pix receiver data, needed by layouts that offer Pix (payment.pix)."
-    )
-
-    @field_validator("tax_id")
-    @classmethod
-    def _tax_id(cls, value: str) -> str:
-        cleaned = re.sub(r"[./-]", "", value).upper()
-        if not re.fullmatch(r"[0-9A-Z]{12}[0-9]{2}", cleaned):
-            raise ValueError("CNPJ must have 14 characters (punctuation is ignored)")
-        if not valid_cnpj(cleaned):
-            raise ValueError(f"CNPJ {value} has wrong check digits: check for a mistyped digit")
-        return cleaned
-
-
 def _pix_checked(check: Callable[[str], str], value: str) -> str:
     """Keep what finance wrote (it is shown back to them); refuse what no BR Code can carry."""
     try:
@@ -426,6 +399,33 @@ class PixSettings(Model):
     @property
     def receiver(self) -> PixReceiver:
         return pix_receiver(self.key, self.merchant_name, self.merchant_city)
+
+
+class Creditor(Model):
+    """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
+
+    name: str = Field(description="Legal name (razão social).")
+    tax_id: str = Field(description="CNPJ; punctuation optional, alphanumeric CNPJs accepted.")
+    address: str = Field(description="Street address, number and district.")
+    city: str = Field(description="City; also the place in the letter's date line.")
+    state: str = Field(description="State (UF).")
+    zip_code: str = Field("", description="CEP.")
+    phone: str = Field("", description="Phone customers may call about the letter.")
+    email: str = Field("", description="E-mail customers may write to about the letter.")
+    website: str = Field("", description="Web site, if any.")
+    pix: PixSettings | None = Field(
+        None, description="Pix receiver data, needed by layouts that offer Pix (payment.pix)."
+    )
+
+    @field_validator("tax_id")
+    @classmethod
+    def _tax_id(cls, value: str) -> str:
+        cleaned = re.sub(r"[./-]", "", value).upper()
+        if not re.fullmatch(r"[0-9A-Z]{12}[0-9]{2}", cleaned):
+            raise ValueError("CNPJ must have 14 characters (punctuation is ignored)")
+        if not valid_cnpj(cleaned):
+            raise ValueError(f"CNPJ {value} has wrong check digits: check for a mistyped digit")
+        return cleaned
 
 
 class DaysRange(Model):
