@@ -24,6 +24,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -156,6 +157,8 @@ class LetterRecord(Base):
     __table_args__ = (
         # The idempotency key: one letter per layout, customer and day, whoever runs it.
         UniqueConstraint("layout", "customer_code", "customer_store", "as_of", name="uq_letter"),
+        # The delivery queue: the next planned letter of a layout and day, in one index probe.
+        Index("ix_letter_queue", "layout", "as_of", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -324,6 +327,10 @@ class HistoryStore:
         for attempt in range(5):
             try:
                 Base.metadata.create_all(self.engine)
+                # create_all adds indexes only with new tables: a history made by an earlier
+                # release gets the ones added since (an index changes no data).
+                for index in LetterRecord.__table__.indexes:
+                    index.create(self.engine, checkfirst=True)
                 with Session(self.engine) as session, session.begin():
                     if session.get(SchemaRecord, SCHEMA_VERSION) is None:
                         session.add(SchemaRecord(version=SCHEMA_VERSION))
@@ -650,9 +657,14 @@ class HistoryStore:
                     _log(session, letter_id, LetterStatus.SKIPPED, reason)
             return len(ids)
 
-    def planned_ids(self, layout: str, as_of: date) -> list[int]:
-        """Letters of a layout and day still waiting to be sent, oldest first."""
-        statement = (
+    def claim_next(self, layout: str, as_of: date) -> ClaimedLetter | None:
+        """The oldest letter of a layout and day still planned, claimed; None when none is left.
+
+        Several senders share a run: on PostgreSQL the row is picked ``FOR UPDATE SKIP LOCKED``,
+        so each sender takes a different letter instead of queueing behind another's; on SQLite
+        (one writer at a time) the guarded update decides, and a sender that lost picks again.
+        """
+        pick = (
             select(LetterRecord.id)
             .where(
                 LetterRecord.layout == layout,
@@ -660,39 +672,49 @@ class HistoryStore:
                 LetterRecord.status == LetterStatus.PLANNED.value,
             )
             .order_by(LetterRecord.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
         )
-        with self.engine.connect() as connection:
-            return list(connection.scalars(statement))
+        while True:
+            with Session(self.engine) as session, session.begin():
+                letter_id = session.scalar(pick)
+                if letter_id is None:
+                    return None
+                claimed = self._claim(session, letter_id)
+            if claimed is not None:
+                return claimed
 
     def claim_for_sending(self, letter_id: int) -> ClaimedLetter | None:
         """planned → sending, atomically: of several processes, exactly one gets the letter."""
         with Session(self.engine) as session, session.begin():
-            taken = session.execute(
-                update(LetterRecord)
-                .where(
-                    LetterRecord.id == letter_id, LetterRecord.status == LetterStatus.PLANNED.value
-                )
-                .values(
-                    status=LetterStatus.SENDING.value,
-                    holder=this_worker(),
-                    claimed_at=utcnow(),
-                    updated_at=utcnow(),
-                    attempts=LetterRecord.attempts + 1,
-                )
-            ).rowcount
-            if taken != 1:
-                return None
-            _log(session, letter_id, LetterStatus.SENDING, "")
-            record = session.get_one(LetterRecord, letter_id)
-            return ClaimedLetter(
-                id=record.id,
-                layout=record.layout,
-                as_of=record.as_of,
-                customer_code=record.customer_code,
-                customer_store=record.customer_store,
-                message_id=record.message_id,
-                recnos=tuple(t.recno for t in record.titles),
+            return self._claim(session, letter_id)
+
+    def _claim(self, session: Session, letter_id: int) -> ClaimedLetter | None:
+        """planned → sending if still planned, inside the caller's transaction."""
+        taken = session.execute(
+            update(LetterRecord)
+            .where(LetterRecord.id == letter_id, LetterRecord.status == LetterStatus.PLANNED.value)
+            .values(
+                status=LetterStatus.SENDING.value,
+                holder=this_worker(),
+                claimed_at=utcnow(),
+                updated_at=utcnow(),
+                attempts=LetterRecord.attempts + 1,
             )
+        ).rowcount
+        if taken != 1:
+            return None
+        _log(session, letter_id, LetterStatus.SENDING, "")
+        record = session.get_one(LetterRecord, letter_id)
+        return ClaimedLetter(
+            id=record.id,
+            layout=record.layout,
+            as_of=record.as_of,
+            customer_code=record.customer_code,
+            customer_store=record.customer_store,
+            message_id=record.message_id,
+            recnos=tuple(t.recno for t in record.titles),
+        )
 
     def finish_letter(
         self,

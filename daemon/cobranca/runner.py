@@ -418,30 +418,29 @@ def _deliver_planned(
     pacer = Pacer(run.config.delivery.rate_per_minute, run.clock, run.sleep)
     limit = run.config.delivery.max_letters_per_run
     attempted = 0
-    # Until none is left: another process may plan more while this one delivers.
-    while ids := run.history.planned_ids(layout.name, result.as_of):
-        for letter_id in ids:
-            if run.stop.is_set():
-                result.interrupted = True
-                return
-            if limit is not None and attempted >= limit:
-                log.info("layout %s: max_letters_per_run (%d) reached", layout.name, limit)
-                return
-            if refusal := run.refusal():
-                result.window_closed = refusal
-                log.warning("layout %s: stopped sending: %s", layout.name, refusal)
-                return
-            claimed = run.history.claim_for_sending(letter_id)
-            if claimed is None:
-                continue  # another process took it
-            if not pacer.wait_turn():
-                run.history.finish_letter(
-                    claimed.id, LetterOutcome(LetterStatus.PLANNED, "stopped before sending")
-                )
-                result.interrupted = True
-                return
-            attempted += 1
-            deliver_claimed(run, layout, claimed, templates, result)
+    # Until none is left: another process may plan more, or share the delivery, meanwhile.
+    while True:
+        if run.stop.is_set():
+            result.interrupted = True
+            return
+        if limit is not None and attempted >= limit:
+            log.info("layout %s: max_letters_per_run (%d) reached", layout.name, limit)
+            return
+        if refusal := run.refusal():
+            result.window_closed = refusal
+            log.warning("layout %s: stopped sending: %s", layout.name, refusal)
+            return
+        claimed = run.history.claim_next(layout.name, result.as_of)
+        if claimed is None:
+            return
+        if not pacer.wait_turn():
+            run.history.finish_letter(
+                claimed.id, LetterOutcome(LetterStatus.PLANNED, "stopped before sending")
+            )
+            result.interrupted = True
+            return
+        attempted += 1
+        deliver_claimed(run, layout, claimed, templates, result)
 
 
 def deliver_claimed(
