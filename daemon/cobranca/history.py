@@ -44,6 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Dialect, Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.sql import Select
 from sqlalchemy.types import TypeEngine
 
 from .config import ConfigError, Database
@@ -657,6 +658,18 @@ class HistoryStore:
                     _log(session, letter_id, LetterStatus.SKIPPED, reason)
             return len(ids)
 
+    def _planned(self, layout: str, as_of: date) -> Select[tuple[int]]:
+        return select(LetterRecord.id).where(
+            LetterRecord.layout == layout,
+            LetterRecord.as_of == as_of,
+            LetterRecord.status == LetterStatus.PLANNED.value,
+        )
+
+    def has_planned(self, layout: str, as_of: date) -> bool:
+        """Whether a letter of a layout and day is still waiting to be sent."""
+        with self.engine.connect() as connection:
+            return connection.scalar(self._planned(layout, as_of).limit(1)) is not None
+
     def claim_next(self, layout: str, as_of: date) -> ClaimedLetter | None:
         """The oldest letter of a layout and day still planned, claimed; None when none is left.
 
@@ -665,12 +678,7 @@ class HistoryStore:
         (one writer at a time) the guarded update decides, and a sender that lost picks again.
         """
         pick = (
-            select(LetterRecord.id)
-            .where(
-                LetterRecord.layout == layout,
-                LetterRecord.as_of == as_of,
-                LetterRecord.status == LetterStatus.PLANNED.value,
-            )
+            self._planned(layout, as_of)
             .order_by(LetterRecord.id)
             .limit(1)
             .with_for_update(skip_locked=True)

@@ -191,6 +191,7 @@ def run_layouts(
     sleep: Callable[[float], bool] | None = None,
     ignore_calendar: bool = False,
     now: Callable[[], datetime] | None = None,
+    deliver_only: bool = False,
 ) -> RunReport:
     """Run the named layouts (all enabled ones when none are named) once for ``as_of``.
 
@@ -198,6 +199,7 @@ def run_layouts(
     was cut short by a stop; ``now`` is the wall clock the calendar is checked against. Tests
     pass clocks they control. Outside business days and the send window nothing is planned or
     sent, unless ``ignore_calendar``; a window that closes mid-run leaves the rest planned.
+    ``deliver_only`` joins a run another process planned: it sends what is planned, plans nothing.
     """
     layouts = (
         [config.layout(name) for name in layout_names]
@@ -237,7 +239,7 @@ def run_layouts(
                 if stop.is_set():
                     result.interrupted = True
                     continue
-                _run_layout(run, layout, result, env)
+                _run_layout(run, layout, result, env, deliver_only)
     except DeliveryError as exc:  # the transport could not even open (outbox folder)
         for result in report.results:
             result.error = result.error or str(exc)
@@ -320,7 +322,9 @@ def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
     return recovered
 
 
-def _run_layout(run: _Run, layout: Layout, result: LayoutResult, env: Any) -> None:
+def _run_layout(
+    run: _Run, layout: Layout, result: LayoutResult, env: Any, deliver_only: bool = False
+) -> None:
     try:
         templates = load_templates(env, layout.template, layout.subject)
     except TemplateProblem as exc:
@@ -334,7 +338,8 @@ def _run_layout(run: _Run, layout: Layout, result: LayoutResult, env: Any) -> No
             )
         log.info("layout %s: run %s for %s%s", layout.name, result.run_id, result.as_of,
                  " (dry run)" if result.dry_run else "")  # fmt: skip
-        _plan(run, layout, result, templates)
+        if not deliver_only:
+            _plan(run, layout, result, templates)
         if not result.dry_run and not result.interrupted:
             _deliver_planned(run, layout, result, templates)
     except _StopLayout as exc:
@@ -430,14 +435,15 @@ def _deliver_planned(
             result.window_closed = refusal
             log.warning("layout %s: stopped sending: %s", layout.name, refusal)
             return
+        # Wait for the pace first, claim after: no letter sits claimed while this one sleeps,
+        # so a process killed in between leaves nothing in doubt.
+        if pacer.interval and not run.history.has_planned(layout.name, result.as_of):
+            return  # nothing left: no last wait for nothing
+        if not pacer.wait_turn():
+            result.interrupted = True
+            return
         claimed = run.history.claim_next(layout.name, result.as_of)
         if claimed is None:
-            return
-        if not pacer.wait_turn():
-            run.history.finish_letter(
-                claimed.id, LetterOutcome(LetterStatus.PLANNED, "stopped before sending")
-            )
-            result.interrupted = True
             return
         attempted += 1
         deliver_claimed(run, layout, claimed, templates, result)

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
@@ -102,9 +102,11 @@ class Daemon:
             history = HistoryStore(config.history.engine_url())
             try:
                 if not history.claim_slot(layout_name, as_of, stale_after=stale_after):
-                    log.info("layout %s: today's run (%s) is done or running elsewhere",
-                             layout_name, as_of)  # fmt: skip
-                    return None
+                    slot = history.slot(layout_name, as_of)
+                    if slot is None or slot.status == "finished":
+                        log.info("layout %s: today's run (%s) is done", layout_name, as_of)
+                        return None
+                    return self._share_run(layout_name, as_of, slot.holder)
             finally:
                 history.close()
         except (SQLAlchemyError, ConfigError) as exc:
@@ -137,6 +139,34 @@ class Daemon:
                 f"left planned {result.left_planned}\n{result.error}\n"
                 "See `cobranca status` and `cobranca letters --status ambiguous`.",
             )
+        return report
+
+    def _share_run(self, layout_name: str, as_of: date, holder: str) -> RunReport:
+        """Today's run is another daemon's: send its planned letters too, then watch it.
+
+        Sharing adds senders to a big run (each letter is claimed by one of them). Watching
+        takes the slot over if its holder dies: the re-check after the claim timeout finds the
+        holder gone, runs the layout here, and the dead one's letter in flight turns ambiguous.
+        """
+        config = self.config
+        log.info("layout %s: today's run (%s) is running in %s; sending its planned letters too",
+                 layout_name, as_of, holder)  # fmt: skip
+        report = self._job(
+            config, [layout_name], as_of=as_of, trigger="shared", stop=self.stop_event,
+            deliver_only=True,
+        )  # fmt: skip
+        now = datetime.now(config.zone)
+        when = now + timedelta(seconds=config.delivery.claim_timeout_seconds)
+        if self.stop_event.is_set() or config.send_policy.moved(when).date() != now.date():
+            return report
+        self.scheduler.add_job(
+            self.run_layout,
+            trigger=DateTrigger(run_date=config.send_policy.moved(when)),
+            args=(layout_name,),
+            id=f"{layout_name}:watch",
+            name=f"layout {layout_name} (running elsewhere: check again)",
+            replace_existing=True,
+        )
         return report
 
     def alert(self, subject: str, body: str) -> bool:
