@@ -344,13 +344,26 @@ class HistoryStore:
                 time.sleep(0.2 * (attempt + 1))
 
     def _check_version(self) -> None:
-        tables = set(inspect(self.engine).get_table_names())
-        if "cobranca_letters" not in tables:
-            return  # a new database
-        found = 1  # the first release had no version table
-        if "cobranca_schema" in tables:
-            with self.engine.connect() as connection:
-                found = connection.scalar(select(func.max(SchemaRecord.version))) or 1
+        """Refuse a history written by another schema version; wait out one being created.
+
+        Another process creating the schema right now shows tables without their version
+        row for a moment: that is a new database, not the first release's (no version table).
+        """
+        for attempt in range(10):
+            tables = set(inspect(self.engine).get_table_names())
+            if "cobranca_letters" not in tables:
+                return  # a new database
+            if "cobranca_schema" in tables:
+                with self.engine.connect() as connection:
+                    found = connection.scalar(select(func.max(SchemaRecord.version)))
+                if found is not None:
+                    break
+            elif "cobranca_chain_head" not in tables:
+                found = 1  # the first release had neither a version table nor a chain
+                break
+            time.sleep(0.1 * (attempt + 1))  # being created by another process
+        else:
+            return  # still being created after seconds: create_all below finishes it
         if found != SCHEMA_VERSION:
             raise HistorySchemaError(
                 f"the history database {self.engine.url.render_as_string(hide_password=True)} "
