@@ -14,7 +14,7 @@ from .boleto import Boleto, BoletoError, boleto_from_title
 from .charges import ChargeTotals, TitleCharges, title_charges, totals
 from .config import Creditor, Layout
 from .models import PlannedLetter, Title
-from .pix import PixError, brcode, parse_brcode, qr_png
+from .pix import PixError, brcode, parse_brcode, qr_png, sanitize_txid
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,5 @@ def letter_payment(letter: PlannedLetter, layout: Layout, creditor: Creditor) ->
     except PixError as exc:
         problems.append(("", f"Pix code left out of the letter: {exc}"))
         return LetterPayment(payment.titles, None, tuple(problems))
-    offer = PixOffer(payload, amount, parse_txid(payload), qr_png(payload))
+    offer = PixOffer(payload, amount, sanitize_txid(txid), qr_png(payload))
     return LetterPayment(payment.titles, offer, tuple(problems))
-
-
-def parse_txid(payload: str) -> str:
-    """The txid as it went into the code (sanitized and cut to 25 characters)."""
-    field = parse_brcode(payload)["62"]
-    assert isinstance(field, dict)
-    return field["05"]
