@@ -244,3 +244,18 @@ def test_retry_is_not_scheduled_past_the_window(demo_sqlite: str, tmp_path: Path
         daemon._retry_later("primeiro-aviso", 0, "source down")
         job = daemon.scheduler.get_job("primeiro-aviso:retry")
         assert job is not None and job.trigger.run_date == _at(2026, 12, 4, 10, 15)
+
+
+def test_desk_commands_keep_to_the_calendar_too(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _config(tmp_path, demo_sqlite)
+    with time_machine.travel(_at(2026, 12, 25, 10, 0), tick=False):  # Christmas
+        send = main(["send", "primeiro-aviso", "--customer", "000001", "--as-of",
+                     AS_OF.isoformat(), "--yes", "--config", str(path)])  # fmt: skip
+        send_err = capsys.readouterr().err
+        resend = main(["resend", "1", "--config", str(path)])
+        resend_err = capsys.readouterr().err
+    assert send != 0 and "2026-12-25 is a holiday (Natal)" in send_err
+    assert resend != 0 and "2026-12-25 is a holiday (Natal)" in resend_err
+    assert not (tmp_path / "outbox").exists() or not any((tmp_path / "outbox").iterdir())

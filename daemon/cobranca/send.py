@@ -18,7 +18,7 @@ from .config import Config
 from .listing import add_filter_arguments, title_filter
 from .models import Disposition, PlannedLetter
 from .render import money
-from .runner import LetterStateError, plan_by_hand, send_by_hand
+from .runner import LetterStateError, calendar_refusal, plan_by_hand, send_by_hand
 
 
 def add_send_parser(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
@@ -79,6 +79,9 @@ def send_command(
         chosen = title_filter(args)
     except ValueError as exc:
         raise LetterStateError(str(exc)) from None
+    policy = None if args.ignore_calendar else config.send_policy
+    if refusal := calendar_refusal(config, policy):
+        raise LetterStateError(refusal)  # before asking anyone to confirm anything
     letters, refused = plan_by_hand(config, layout, chosen, args.as_of or today, force=args.force)
     print(f"layout {layout.name}: {len(letters)} letter(s)")
     print(describe(letters, refused))
