@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
@@ -168,7 +169,7 @@ def test_second_daemon_shares_the_run_and_takes_it_over_when_the_first_dies(
     postgres_url: Callable[[], str], smtp_server: SmtpServer, tmp_path: Path
 ) -> None:
     history_url = postgres_url()
-    today = date.today()
+    today = datetime.now(ZoneInfo("America/Sao_Paulo")).date()  # the daemon's day, not UTC's
     path, owed = _setup(tmp_path, smtp_server, history_url, today)
     first = subprocess.Popen(
         [sys.executable, "-m", "cobranca", "daemon", "--config", str(path)],
