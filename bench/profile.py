@@ -1,0 +1,295 @@
+"""Where a letter's time goes: each step of a run timed alone, or one stage under pyinstrument.
+
+    .venv/bin/python -m bench.profile breakdown --size 100k --backend sqlite --sample 1000
+    .venv/bin/pip install pyinstrument        # only the profiles need it
+    .venv/bin/python -m bench.profile source --size 100k --backend sqlite
+    .venv/bin/python -m bench.profile render --size 100k --sample 500
+    .venv/bin/python -m bench.profile history --size 100k --sample 500
+
+breakdown: the steps the runner takes per letter (runner._plan and runner.deliver_claimed),
+each called on its own for `--sample` letters on a fresh history store, in milliseconds per
+letter; their sum set against the whole run's time per letter says what the steps leave out.
+source: customers_titles + plan_letter over every selected row. render: compose. history:
+record_plan + claim_next + finish_letter. Profiles are written to
+bench/results/profile-<stage>-<backend>-<size>.txt and .html and printed. For the whole run:
+`python -m bench.run --parts run --profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import benchconfig, datasets
+from bench.run import RESULTS_DIR, WORK_DIR, log
+from cobranca.config import Config, Layout
+from cobranca.history import HistoryStore, LetterOutcome
+from cobranca.mail import build_message, new_message_id
+from cobranca.models import Disposition, LetterStatus, PlannedLetter
+from cobranca.payment import letter_payment
+from cobranca.plan import plan_letter
+from cobranca.render import compose, load_templates, make_environment
+from cobranca.runner import layout_rule, templates_digest
+from cobranca.source import ProtheusSource
+from cobranca.transports import open_transport
+
+
+@contextmanager
+def _environment(backend: str, size: str) -> Iterator[tuple[Config, str]]:
+    """A config on the benchmark database with a fresh history store; removed afterwards."""
+    dataset = datasets.ensure_dataset(backend, size, log)
+    work = WORK_DIR / f"profile-{backend}-{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    pg_history = None
+    try:
+        if backend == "postgresql":
+            pg_history = f"cobranca_bench_hist_profile_{size}"
+            history_url = datasets.pg_create_database(pg_history, replace=True)
+        else:
+            history_url = f"sqlite:///{work / 'history.db'}"
+        data = benchconfig.config_data(
+            source_url=dataset.url,
+            history_url=history_url,
+            transport="outbox",
+            outbox=work / "outbox",
+        )
+        yield benchconfig.write_config(work / "profile.yaml", data), history_url
+    finally:
+        if pg_history:
+            datasets.pg_drop_database(pg_history)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _sample(config: Config, layout: Layout, size: int) -> list[PlannedLetter]:
+    source = ProtheusSource(config.source)
+    letters: list[PlannedLetter] = []
+    try:
+        for group in source.customers_titles(layout.selection, datasets.AS_OF):
+            letter = plan_letter(group, layout, datasets.AS_OF, None, ())
+            if letter.disposition is Disposition.SEND:
+                letters.append(letter)
+                if len(letters) >= size:
+                    break
+    finally:
+        source.close()
+    return letters
+
+
+class _Clock:
+    """Accumulates the time of each named step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, work: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        value = work()
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        return value
+
+
+def breakdown(config: Config, history_url: str, letters: Sequence[PlannedLetter]) -> dict[str, Any]:
+    """Each per-letter step of a run, alone, in the runner's order: ms per letter."""
+    layout = config.layouts[0]
+    as_of = datasets.AS_OF
+    clock = _Clock()
+    history = HistoryStore(history_url)
+    source = ProtheusSource(config.source)
+    templates = load_templates(
+        make_environment(config.templates_dir), layout.template, layout.subject
+    )
+    rule, digest = layout_rule(layout), templates_digest(config.templates_dir)
+    grace = config.responses.promise_grace_days
+    try:
+        run_id = history.start_run(layout.name, as_of, "manual", "bench")
+        for letter in letters:
+            clock(
+                "plan: history.record_plan",
+                lambda letter=letter: history.record_plan(
+                    run_id,
+                    letter,
+                    message_id=new_message_id(config.delivery),
+                    transport="outbox",
+                    status=LetterStatus.PLANNED,
+                    rule=rule,
+                    templates_digest=digest,
+                ),
+            )
+        with open_transport(config.delivery) as transport:
+            for _ in letters:
+                claimed = clock(
+                    "deliver: history.claim_next", lambda: history.claim_next(layout.name, as_of)
+                )
+                group = clock(
+                    "deliver: source.reread",
+                    lambda c=claimed: source.reread(layout.selection, as_of, c.recnos),
+                )
+                key = (claimed.customer_code, claimed.customer_store)
+                holds = clock(
+                    "deliver: history.suspensions",
+                    lambda k=key: history.suspensions(as_of, grace, k),
+                )
+                letter = clock(
+                    "deliver: plan_letter",
+                    lambda g=group, h=holds, k=key: plan_letter(
+                        g, layout, as_of, None, h.get(k, ())
+                    ),
+                )
+                clock(
+                    "deliver: (letter_payment alone, inside compose)",
+                    lambda x=letter: letter_payment(x, layout, config.creditor),
+                )
+                composed = clock(
+                    "deliver: render.compose",
+                    lambda x=letter, c=claimed: compose(
+                        templates, x, layout, config.creditor, c.message_id
+                    ),
+                )
+                message = clock(
+                    "deliver: mail.build_message",
+                    lambda x=letter, c=claimed, m=composed: build_message(
+                        m.rendered,
+                        x.recipients,
+                        config.delivery,
+                        c.message_id,
+                        datetime.now(config.zone),
+                        layout.name,
+                        (),
+                        m.images,
+                    ),
+                )
+                raw = clock(
+                    "deliver: message.as_string (history copy)", lambda m=message: m.as_string()
+                )
+                clock(
+                    "deliver: transport.send (outbox)",
+                    lambda m=message, x=letter: transport.send(m, x.recipients),
+                )
+                clock(
+                    "deliver: history.finish_letter",
+                    lambda c=claimed, x=letter, m=message, r=raw: history.finish_letter(
+                        c.id,
+                        LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC)),
+                        subject=str(m["Subject"]),
+                        titles=x.titles,
+                        raw_message=r,
+                    ),
+                )
+    finally:
+        source.close()
+        history.close()
+    count = max(1, len(letters))
+    per_letter = {name: 1000 * s / count for name, s in clock.seconds.items()}
+    total = sum(v for k, v in per_letter.items() if "alone" not in k)
+    return {"letters": len(letters), "ms_per_letter": per_letter, "sum_ms_per_letter": total}
+
+
+def _profile(
+    stage: str, config: Config, history_url: str, letters: list[PlannedLetter]
+) -> tuple[str, str]:
+    from pyinstrument import Profiler  # optional: only here
+
+    layout = config.layouts[0]
+    if stage == "source":
+
+        def target() -> None:
+            source = ProtheusSource(config.source)
+            try:
+                for group in source.customers_titles(layout.selection, datasets.AS_OF):
+                    plan_letter(group, layout, datasets.AS_OF, None, ())
+            finally:
+                source.close()
+
+    elif stage == "render":
+        templates = load_templates(
+            make_environment(config.templates_dir), layout.template, layout.subject
+        )
+
+        def target() -> None:
+            for letter in letters:
+                compose(templates, letter, layout, config.creditor, "<x@credora.example>")
+
+    else:
+
+        def target() -> None:
+            store = HistoryStore(history_url)
+            try:
+                run_id = store.start_run(layout.name, datasets.AS_OF, "manual", "bench")
+                for letter in letters:
+                    store.record_plan(
+                        run_id,
+                        letter,
+                        message_id=new_message_id(config.delivery),
+                        transport="outbox",
+                        status=LetterStatus.PLANNED,
+                    )
+                for letter in letters:
+                    claimed = store.claim_next(layout.name, datasets.AS_OF)
+                    assert claimed is not None
+                    store.finish_letter(
+                        claimed.id,
+                        LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC)),
+                        subject="Aviso",
+                        titles=letter.titles,
+                        raw_message="x" * 39_000,
+                    )
+            finally:
+                store.close()
+
+    profiler = Profiler(interval=0.001)
+    profiler.start()
+    target()
+    profiler.stop()
+    return profiler.output_text(unicode=True, color=False, show_all=False), profiler.output_html()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("stage", choices=("breakdown", "source", "render", "history"))
+    parser.add_argument("--size", default="100k")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--sample", type=int, default=500, help="letters (not for source)")
+    args = parser.parse_args(argv)
+    if args.stage != "breakdown":
+        try:
+            import pyinstrument  # noqa: F401
+        except ImportError:
+            parser.error("needs pyinstrument: .venv/bin/pip install pyinstrument")
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS_DIR / f"profile-{args.stage}-{args.backend}-{args.size}"
+    with _environment(args.backend, args.size) as (config, history_url):
+        letters = _sample(config, config.layouts[0], args.sample)
+        if args.stage == "breakdown":
+            result = breakdown(config, history_url, letters)
+            Path(f"{stem}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+            width = max(len(name) for name in result["ms_per_letter"])
+            for name, ms in result["ms_per_letter"].items():
+                print(f"{name.ljust(width)}  {ms:7.2f} ms/letter")
+            print(
+                f"{'sum'.ljust(width)}  {result['sum_ms_per_letter']:7.2f} ms/letter "
+                f"({result['letters']} letters)"
+            )
+            log(f"written {stem}.json")
+            return 0
+        text, html = _profile(args.stage, config, history_url, letters)
+    Path(f"{stem}.txt").write_text(text, encoding="utf-8")
+    Path(f"{stem}.html").write_text(html, encoding="utf-8")
+    print(text)
+    log(f"written {stem}.txt and .html")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
