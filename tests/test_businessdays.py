@@ -180,7 +180,6 @@ def test_business_days_can_be_switched_off_but_the_window_stays() -> None:
     anytime = SendPolicy(SAO_PAULO, business_days_only=False)
     assert anytime.refusal(at(2026, 12, 25, 3)) is None
     assert anytime.next_allowed(at(2026, 12, 25, 3)) == at(2026, 12, 25, 3)
-    assert anytime.window_end(at(2026, 12, 25, 3)) is None
 
 
 @pytest.mark.parametrize(
@@ -208,17 +207,6 @@ def test_next_allowed_without_window_or_with_open_end() -> None:
     evenings = SendPolicy(SAO_PAULO, window=SendWindow(time(8)))
     assert evenings.refusal(at(2026, 12, 28, 23, 59)) is None
     assert evenings.next_allowed(at(2026, 12, 28, 2)) == at(2026, 12, 28, 8)
-
-
-def test_window_end() -> None:
-    assert POLICY.window_end(at(2026, 12, 28, 10)) == at(2026, 12, 28, 18)
-    assert POLICY.window_end(at(2026, 12, 28, 19)) is None  # not allowed now
-    assert POLICY.window_end(at(2026, 12, 25, 10)) is None
-    # No window: sending runs on through consecutive business days, up to Christmas.
-    assert SendPolicy(SAO_PAULO).window_end(at(2026, 12, 21, 10)) == at(2026, 12, 25)
-
-
-# --- trigger --------------------------------------------------------------------------------
 
 
 def test_daily_trigger_skips_christmas_and_weekend_with_one_run_after() -> None:

@@ -17,7 +17,6 @@ from cobranca.charges import (
     InterestSource,
     TitleCharges,
     daily_interest,
-    daily_rate,
     monthly_to_daily,
     title_charges,
     totals,
@@ -85,7 +84,7 @@ def test_worked_example_with_daily_percent_in_the_title() -> None:
     assert charges.interest == Decimal("5.66")  # 1000 × 17 × 0.000333 = 5.661
     assert charges.total == Decimal("1025.66")
     assert charges.interest_source is InterestSource.TITLE_PERCENT
-    assert daily_rate(title(interest_rate="0.0333"), FINE_2) == Decimal("0.0333")
+    assert daily_interest(title(interest_rate="0.0333"), FINE_2).percent == Decimal("0.0333")
 
 
 def test_worked_example_with_daily_amount_in_the_title() -> None:
@@ -104,7 +103,7 @@ def test_worked_example_with_the_layout_rate() -> None:
     assert charges.fine == Decimal("20.00")
     assert charges.interest == Decimal("5.66")  # 1%/30 stored as 0.0333, not 1/30 (5.67)
     assert charges.interest_source is InterestSource.LAYOUT
-    assert daily_rate(title(), rules) == Decimal("0.0333")
+    assert daily_interest(title(), rules).percent == Decimal("0.0333")
 
 
 def test_the_title_rate_wins_over_the_layout_rate() -> None:
@@ -118,7 +117,7 @@ def test_no_rate_anywhere_means_no_interest() -> None:
     charges = title_charges(title(), "J", FINE_2)
     assert charges.interest == Decimal("0.00")
     assert charges.interest_source is InterestSource.NONE
-    assert daily_rate(title(), FINE_2) == 0
+    assert daily_interest(title(), FINE_2).percent == 0
     zero_monthly = ChargeRules(interest_percent_per_month=Decimal("0"))
     assert title_charges(title(), "J", zero_monthly).interest == Decimal("0.00")
 

@@ -232,24 +232,6 @@ class SendPolicy:
             clock = self.window.start
         return self.next_allowed(datetime.combine(day, clock, tzinfo=fire.tzinfo))
 
-    def window_end(self, moment: datetime) -> datetime | None:
-        """When the allowed period holding ``moment`` ends, so a run can stop there.
-
-        None when ``moment`` is not allowed at all, or when sending is never interrupted.
-        Contiguous periods (no window, consecutive business days) count as one.
-        """
-        if self._always or not self.allows(moment):
-            return None
-        day = moment.date()
-        end = self._window(day, moment.tzinfo)[1]  # allowed, so today's period is the window
-        for _ in range(self._limit()):
-            day += _ONE_DAY
-            following = self._period(day, moment.tzinfo)
-            if following is None or following[0] != end:
-                return end
-            end = following[1]
-        return end
-
     def blocked_since(self, moment: datetime) -> datetime:
         """Where the blocked stretch leading up to ``moment`` began (``moment`` if none).
 

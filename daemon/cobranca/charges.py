@@ -156,11 +156,6 @@ def daily_interest(title: Title, rules: ChargeRules) -> DailyInterest:
     return DailyInterest(InterestSource.NONE, Decimal("0"), ZERO)
 
 
-def daily_rate(title: Title, rules: ChargeRules) -> Decimal:
-    """The % a day used, for the letter's "taxa de juros ao dia" (0 for an R$-a-day título)."""
-    return daily_interest(title, rules).percent
-
-
 def _percent_interest(
     base: Decimal, percent: Decimal, days: int, formula: InterestFormula
 ) -> Decimal:

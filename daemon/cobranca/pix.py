@@ -104,16 +104,6 @@ def merchant_city(text: str) -> str:
     return _limited_text(text, MAX_CITY, "receiver city")
 
 
-def acceptable_name(text: str) -> bool:
-    """Whether `merchant_name` accepts the text (for config validation)."""
-    return 0 < len(ascii_text(text)) <= MAX_NAME
-
-
-def acceptable_city(text: str) -> bool:
-    """Whether `merchant_city` accepts the text (for config validation)."""
-    return 0 < len(ascii_text(text)) <= MAX_CITY
-
-
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 
 
