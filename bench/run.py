@@ -147,6 +147,7 @@ def whole_run(
     log_path = work / f"run-{transport}.log"
     received_before = server.messages if server else 0
     log(f"  whole run ({transport}, layouts {args.layouts}) in a child process; log: {log_path}")
+    load_before = os.getloadavg()
     start = time.perf_counter()
     try:
         with log_path.open("w") as log_file:
@@ -169,6 +170,7 @@ def whole_run(
             datasets.pg_drop_database(pg_database)
         if not args.keep:
             shutil.rmtree(outbox, ignore_errors=True)
+    result.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
     result.update(
         transport=transport,
         process_wall_s=elapsed,
@@ -211,6 +213,7 @@ def bench_one(args: argparse.Namespace, dataset: datasets.Dataset) -> dict[str, 
         "stages": [],
         "whole_runs": [],
     }
+    entry["loadavg_before"] = os.getloadavg()
     stage_history, stage_pg = _history(dataset.backend, work, "stages")
     try:
         config = benchconfig.write_config(
@@ -273,6 +276,7 @@ def bench_one(args: argparse.Namespace, dataset: datasets.Dataset) -> dict[str, 
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     entry["wall_s"] = time.perf_counter() - started
+    entry["loadavg_after"] = os.getloadavg()
     return entry
 
 
