@@ -171,6 +171,8 @@ def whole_run(
         if not args.keep:
             shutil.rmtree(outbox, ignore_errors=True)
     result.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
+    if result.get("deliver_s"):
+        result["deliver_letters_per_s"] = result["letters"] / result["deliver_s"]
     result.update(
         transport=transport,
         process_wall_s=elapsed,
@@ -330,6 +332,8 @@ def checks(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if transport == "outbox" and rate:
                 needed = OUTBOX_LETTERS / rate
                 measured = "measured" if whole["letters"] >= OUTBOX_LETTERS else "projected"
+                if whole.get("max_letters") and whole.get("left_planned"):
+                    measured = "at the capped run's rate"
                 rows.append(
                     {
                         **where,
