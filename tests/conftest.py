@@ -268,3 +268,23 @@ class ErpWriter:
             return keys
         finally:
             engine.dispose()
+
+
+def customers_owed_an_email(config_path: Path, as_of: date) -> set[str]:
+    """Who the config's first layout would e-mail on ``as_of`` (CODE/STORE), read as a run would."""
+    from cobranca.config import load_config
+    from cobranca.models import Disposition
+    from cobranca.plan import plan_letter
+    from cobranca.source import ProtheusSource
+
+    config = load_config(config_path)
+    layout = config.layouts[0]
+    source = ProtheusSource(config.source)
+    try:
+        return {
+            group.customer.key
+            for group in source.customers_titles(layout.selection, as_of)
+            if plan_letter(group, layout, as_of, None).disposition is Disposition.SEND
+        }
+    finally:
+        source.close()

@@ -19,13 +19,9 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, event, text
 
-from cobranca.config import load_config
 from cobranca.demo import write_demo_database
 from cobranca.history import Base, HistoryStore
-from cobranca.models import Disposition
-from cobranca.plan import plan_letter
-from cobranca.source import ProtheusSource
-from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
+from conftest import AS_OF, REPO, SmtpServer, config_data, customers_owed_an_email, write_config
 
 WIDE_LAYOUT = [
     {
@@ -48,17 +44,7 @@ def _setup(tmp_path: Path, smtp: SmtpServer, history_url: str) -> tuple[Path, se
         config_data(source_url=source_url, history_url=history_url, smtp=smtp,
                     layouts=WIDE_LAYOUT),
     )  # fmt: skip
-    config = load_config(path)
-    layout = config.layouts[0]
-    source = ProtheusSource(config.source)
-    try:
-        to_send = {
-            group.customer.key
-            for group in source.customers_titles(layout.selection, AS_OF)
-            if plan_letter(group, layout, AS_OF, None).disposition is Disposition.SEND
-        }
-    finally:
-        source.close()
+    to_send = customers_owed_an_email(path, AS_OF)
     assert len(to_send) > 100
     return path, to_send
 

@@ -27,14 +27,10 @@ import time_machine
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from sqlalchemy import create_engine, text
 
-from cobranca.config import load_config
 from cobranca.demo import write_demo_database
 from cobranca.history import HistoryStore
-from cobranca.models import Disposition
-from cobranca.plan import plan_letter
 from cobranca.scheduler import Daemon
-from cobranca.source import ProtheusSource
-from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
+from conftest import AS_OF, REPO, SmtpServer, config_data, customers_owed_an_email, write_config
 
 pytestmark = pytest.mark.postgres
 
@@ -55,17 +51,7 @@ def _setup(tmp_path: Path, smtp: SmtpServer, history_url: str, as_of: date) -> t
     data["delivery"]["rate_per_minute"] = 600
     data["delivery"]["claim_timeout_seconds"] = 60
     path = write_config(tmp_path / "c.yaml", data)
-    config = load_config(path)
-    layout = config.layouts[0]
-    source = ProtheusSource(config.source)
-    try:
-        owed = {
-            group.customer.key
-            for group in source.customers_titles(layout.selection, as_of)
-            if plan_letter(group, layout, as_of, None).disposition is Disposition.SEND
-        }
-    finally:
-        source.close()
+    owed = customers_owed_an_email(path, as_of)
     assert len(owed) > 100
     return path, owed
 
