@@ -6,11 +6,12 @@
     .venv/bin/python -m bench.profile render --size 100k --sample 500
     .venv/bin/python -m bench.profile history --size 100k --sample 500
 
-breakdown: the steps the runner takes per letter (runner._plan and runner.deliver_claimed),
-each called on its own for `--sample` letters on a fresh history store, in milliseconds per
-letter; their sum set against the whole run's time per letter says what the steps leave out.
+breakdown: the steps the runner takes (runner._plan and runner.deliver_batch, in the same
+batches), each called on its own for `--sample` letters on a fresh history store, in
+milliseconds per letter; their sum set against the whole run's time per letter says what the
+steps leave out.
 source: customers_titles + plan_letter over every selected row. render: compose. history:
-record_plan + claim_next + finish_letter. Profiles are written to
+record_plans + claim_batch + finish_letters, in the runner's batches. Profiles are written to
 bench/results/profile-<stage>-<backend>-<size>.txt and .html and printed. For the whole run:
 `python -m bench.run --parts run --profile`.
 """
@@ -30,13 +31,13 @@ from typing import Any
 from bench import benchconfig, datasets
 from bench.run import RESULTS_DIR, WORK_DIR, log
 from cobranca.config import Config, Layout
-from cobranca.history import HistoryStore, LetterOutcome
+from cobranca.history import HistoryStore, LetterFinish, LetterOutcome, PlanEntry
 from cobranca.mail import build_message, new_message_id
 from cobranca.models import Disposition, LetterStatus, PlannedLetter
 from cobranca.payment import letter_payment
 from cobranca.plan import plan_letter
 from cobranca.render import compose, load_templates, make_environment
-from cobranca.runner import layout_rule, templates_digest
+from cobranca.runner import PLAN_BATCH, layout_rule, templates_digest
 from cobranca.source import ProtheusSource
 from cobranca.transports import open_transport
 
@@ -97,7 +98,7 @@ class _Clock:
 
 
 def breakdown(config: Config, history_url: str, letters: Sequence[PlannedLetter]) -> dict[str, Any]:
-    """Each per-letter step of a run, alone, in the runner's order: ms per letter."""
+    """Each step of a run, alone, in the runner's order and batches: ms per letter."""
     layout = config.layouts[0]
     as_of = datasets.AS_OF
     clock = _Clock()
@@ -110,78 +111,76 @@ def breakdown(config: Config, history_url: str, letters: Sequence[PlannedLetter]
     grace = config.responses.promise_grace_days
     try:
         run_id = history.start_run(layout.name, as_of, "manual", "bench")
-        for letter in letters:
-            clock(
-                "plan: history.record_plan",
-                lambda letter=letter: history.record_plan(
-                    run_id,
-                    letter,
-                    message_id=new_message_id(config.delivery),
-                    transport="outbox",
-                    status=LetterStatus.PLANNED,
-                    rule=rule,
-                    templates_digest=digest,
-                ),
-            )
+        for start in range(0, len(letters), PLAN_BATCH):
+            entries = [
+                PlanEntry(letter, new_message_id(config.delivery), "outbox",
+                          LetterStatus.PLANNED, rule=rule, templates_digest=digest)
+                for letter in letters[start : start + PLAN_BATCH]
+            ]  # fmt: skip
+            clock("plan: history.record_plans", lambda e=entries: history.record_plans(run_id, e))
         with open_transport(config.delivery) as transport:
-            for _ in letters:
-                claimed = clock(
-                    "deliver: history.claim_next", lambda: history.claim_next(layout.name, as_of)
+            while True:
+                batch = clock(
+                    "deliver: history.claim_batch",
+                    lambda: history.claim_batch(layout.name, as_of, transport.batch_size),
                 )
-                group = clock(
-                    "deliver: source.reread",
-                    lambda c=claimed: source.reread(layout.selection, as_of, c.recnos),
+                if not batch:
+                    break
+                groups = clock(
+                    "deliver: source.reread_many",
+                    lambda b=batch: source.reread_many(
+                        layout.selection, as_of, [c.recnos for c in b]
+                    ),
                 )
-                key = (claimed.customer_code, claimed.customer_store)
                 holds = clock(
-                    "deliver: history.suspensions",
-                    lambda k=key: history.suspensions(as_of, grace, k),
+                    "deliver: history.suspensions", lambda: history.suspensions(as_of, grace)
                 )
-                letter = clock(
-                    "deliver: plan_letter",
-                    lambda g=group, h=holds, k=key: plan_letter(
-                        g, layout, as_of, None, h.get(k, ())
-                    ),
-                )
+                finishes = []
+                for claimed, group in zip(batch, groups, strict=True):
+                    key = (claimed.customer_code, claimed.customer_store)
+                    letter = clock(
+                        "deliver: plan_letter",
+                        lambda g=group, k=key, h=holds: plan_letter(
+                            g, layout, as_of, None, h.get(k, ())
+                        ),
+                    )
+                    clock(
+                        "deliver: (letter_payment alone, inside compose)",
+                        lambda x=letter: letter_payment(x, layout, config.creditor),
+                    )
+                    composed = clock(
+                        "deliver: render.compose",
+                        lambda x=letter, c=claimed: compose(
+                            templates, x, layout, config.creditor, c.message_id
+                        ),
+                    )
+                    message = clock(
+                        "deliver: mail.build_message",
+                        lambda x=letter, c=claimed, m=composed: build_message(
+                            m.rendered,
+                            x.recipients,
+                            config.delivery,
+                            c.message_id,
+                            datetime.now(config.zone),
+                            layout.name,
+                            (),
+                            m.images,
+                        ),
+                    )
+                    clock("deliver: transport.send (outbox)", lambda m=message: transport.send(m))
+                    finishes.append(
+                        LetterFinish(
+                            claimed.id,
+                            LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC)),
+                            subject=composed.rendered.subject,
+                            titles=letter.titles,
+                            raw_message=message.text,
+                        )
+                    )
+                clock("deliver: transport.flush (outbox)", transport.flush)
                 clock(
-                    "deliver: (letter_payment alone, inside compose)",
-                    lambda x=letter: letter_payment(x, layout, config.creditor),
-                )
-                composed = clock(
-                    "deliver: render.compose",
-                    lambda x=letter, c=claimed: compose(
-                        templates, x, layout, config.creditor, c.message_id
-                    ),
-                )
-                message = clock(
-                    "deliver: mail.build_message",
-                    lambda x=letter, c=claimed, m=composed: build_message(
-                        m.rendered,
-                        x.recipients,
-                        config.delivery,
-                        c.message_id,
-                        datetime.now(config.zone),
-                        layout.name,
-                        (),
-                        m.images,
-                    ),
-                )
-                raw = clock(
-                    "deliver: message.as_string (history copy)", lambda m=message: m.as_string()
-                )
-                clock(
-                    "deliver: transport.send (outbox)",
-                    lambda m=message, x=letter: transport.send(m, x.recipients),
-                )
-                clock(
-                    "deliver: history.finish_letter",
-                    lambda c=claimed, x=letter, m=message, r=raw: history.finish_letter(
-                        c.id,
-                        LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC)),
-                        subject=str(m["Subject"]),
-                        titles=x.titles,
-                        raw_message=r,
-                    ),
+                    "deliver: history.finish_letters",
+                    lambda f=finishes: history.finish_letters(f),
                 )
     finally:
         source.close()
@@ -223,24 +222,20 @@ def _profile(
             store = HistoryStore(history_url)
             try:
                 run_id = store.start_run(layout.name, datasets.AS_OF, "manual", "bench")
-                for letter in letters:
-                    store.record_plan(
-                        run_id,
-                        letter,
-                        message_id=new_message_id(config.delivery),
-                        transport="outbox",
-                        status=LetterStatus.PLANNED,
-                    )
-                for letter in letters:
-                    claimed = store.claim_next(layout.name, datasets.AS_OF)
-                    assert claimed is not None
-                    store.finish_letter(
-                        claimed.id,
-                        LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC)),
-                        subject="Aviso",
-                        titles=letter.titles,
-                        raw_message="x" * 39_000,
-                    )
+                by_key = {(x.customer.code, x.customer.store): x for x in letters}
+                for start in range(0, len(letters), PLAN_BATCH):
+                    store.record_plans(run_id, [
+                        PlanEntry(x, new_message_id(config.delivery), "outbox",
+                                  LetterStatus.PLANNED)
+                        for x in letters[start : start + PLAN_BATCH]
+                    ])  # fmt: skip
+                while batch := store.claim_batch(layout.name, datasets.AS_OF, 200):
+                    outcome = LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(UTC))
+                    store.finish_letters([
+                        LetterFinish(c.id, outcome, subject="Aviso", raw_message="x" * 39_000,
+                                     titles=by_key[(c.customer_code, c.customer_store)].titles)
+                        for c in batch
+                    ])  # fmt: skip
             finally:
                 store.close()
 

@@ -242,6 +242,14 @@ class Outbox(Model):
         Path("../var/outbox"),
         description="Folder where each letter is written as an .eml file.",
     )
+    batch_size: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="Letters written, synced to disk and recorded together: one filesystem "
+        "sync and one history transaction per batch. After a crash each of them is confirmed "
+        "from its file, so none is left in doubt.",
+    )
 
     @field_validator("directory")
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +33,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -303,6 +305,38 @@ class ClaimedLetter:
     recnos: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class PlanEntry:
+    """One letter to record as planned (or print-needed), as the plan decided it."""
+
+    letter: PlannedLetter
+    message_id: str
+    transport: str
+    status: LetterStatus
+    reason: str = ""
+    operator: str = ""
+    rule: str = ""
+    templates_digest: str = ""
+
+
+@dataclass(frozen=True)
+class LetterFinish:
+    """A claimed letter's outcome, with what it carried once rendered (subject, títulos, copy)."""
+
+    letter_id: int
+    outcome: LetterOutcome
+    subject: str | None = None
+    titles: Sequence[Title] | None = None
+    raw_message: str | None = None
+    actor: str | None = None
+
+
+CLAIM_COLUMNS = (
+    LetterRecord.id, LetterRecord.layout, LetterRecord.as_of, LetterRecord.customer_code,
+    LetterRecord.customer_store, LetterRecord.message_id,
+)  # fmt: skip
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -535,68 +569,115 @@ class HistoryStore:
         rule: str = "",
         templates_digest: str = "",
     ) -> int | None:
-        """Record a planned (or print-needed) letter; None when today's letter already exists.
+        """Record one planned (or print-needed) letter; None when today's letter already exists."""
+        entry = PlanEntry(letter, message_id, transport, status, reason, operator, rule,
+                          templates_digest)  # fmt: skip
+        return self.record_plans(run_id, [entry])[0]
+
+    def record_plans(self, run_id: int, entries: Sequence[PlanEntry]) -> list[int | None]:
+        """Record planned letters in one transaction; each id, or None where one existed.
 
         A letter that failed temporarily earlier today is planned again in the same row, so it
-        is retried; any other existing letter (planned, sending, sent, ambiguous...) stays.
+        is retried; any other existing letter (planned, sending, sent, ambiguous...) stays. If
+        another process records one of the same letters meanwhile, the batch is done again one
+        letter at a time, so the unique key decides each letter on its own.
         """
-        now = utcnow()
-        values = {
-            "run_id": run_id,
-            "customer_name": letter.customer.name[:120],
-            "recipients": ", ".join(letter.recipients),
-            "subject": "",
-            "message_id": message_id,
-            "titles_digest": titles_digest(letter),
-            "transport": transport,
-            "status": status.value,
-            "reason": reason,
-            "needs_print": status is LetterStatus.PRINT_NEEDED,
-            "operator": operator,
-            "rule": rule,
-            "templates_digest": templates_digest,
-            "total": letter.total,
-            "updated_at": now,
-            "holder": "",
-            "claimed_at": None,
-            "sent_at": utcnow() if status is LetterStatus.PRINTED else None,
-        }
+        if not entries:
+            return []
         try:
             with Session(self.engine) as session, session.begin():
-                record = LetterRecord(
-                    layout=letter.layout,
-                    as_of=letter.as_of,
-                    customer_code=letter.customer.code,
-                    customer_store=letter.customer.store,
-                    created_at=now,
-                    titles=list(_title_records(letter)),
-                    **values,
-                )
-                session.add(record)
-                session.flush()
-                _log(session, record.id, status, reason, operator or None)
-                return record.id
+                return self._record_plans(session, run_id, entries)
         except IntegrityError:
-            pass
-        with Session(self.engine) as session, session.begin():
-            taken = session.execute(
-                update(LetterRecord)
+            if len(entries) == 1:  # lost a race for this very letter: it exists now
+                with Session(self.engine) as session, session.begin():
+                    return self._record_plans(session, run_id, entries)
+            return [self.record_plans(run_id, [entry])[0] for entry in entries]
+
+    def _record_plans(
+        self, session: Session, run_id: int, entries: Sequence[PlanEntry]
+    ) -> list[int | None]:
+        letters = LetterRecord.__table__
+        now = utcnow()
+        first = entries[0].letter
+        existing = {
+            (code, store): (letter_id, status)
+            for letter_id, code, store, status in session.execute(
+                select(LetterRecord.id, LetterRecord.customer_code, LetterRecord.customer_store,
+                       LetterRecord.status)
                 .where(
-                    LetterRecord.layout == letter.layout,
-                    LetterRecord.as_of == letter.as_of,
-                    LetterRecord.customer_code == letter.customer.code,
-                    LetterRecord.customer_store == letter.customer.store,
-                    LetterRecord.status == LetterStatus.FAILED_TEMPORARY.value,
+                    LetterRecord.layout == first.layout,
+                    LetterRecord.as_of == first.as_of,
+                    LetterRecord.customer_code.in_({e.letter.customer.code for e in entries}),
                 )
-                .values(**values)
-                .returning(LetterRecord.id)
-            ).scalar_one_or_none()
-            if taken is None:
-                return None
-            record = session.get_one(LetterRecord, taken)
-            record.titles = list(_title_records(letter))
-            _log(session, taken, status, f"planned again: {reason}".rstrip(": "))
-            return taken
+            )
+        }  # fmt: skip
+        fresh: list[dict[str, Any]] = []  # letters new today, inserted together below
+        decided: list[int | None] = []  # per entry: its id; -1 while waiting for the insert
+        again: dict[int, str] = {}  # letter id → the reason it was planned again
+        for entry in entries:
+            letter = entry.letter
+            assert (letter.layout, letter.as_of) == (first.layout, first.as_of)
+            values = {
+                "run_id": run_id,
+                "customer_name": letter.customer.name[:120],
+                "recipients": ", ".join(letter.recipients),
+                "subject": "",
+                "message_id": entry.message_id,
+                "titles_digest": titles_digest(letter),
+                "transport": entry.transport,
+                "status": entry.status.value,
+                "reason": entry.reason,
+                "needs_print": entry.status is LetterStatus.PRINT_NEEDED,
+                "operator": entry.operator,
+                "rule": entry.rule,
+                "templates_digest": entry.templates_digest,
+                "total": letter.total,
+                "updated_at": now,
+                "holder": "",
+                "claimed_at": None,
+                "sent_at": now if entry.status is LetterStatus.PRINTED else None,
+            }
+            found = existing.get((letter.customer.code, letter.customer.store))
+            if found is None:
+                fresh.append({
+                    **values, "layout": letter.layout, "as_of": letter.as_of,
+                    "customer_code": letter.customer.code, "customer_store": letter.customer.store,
+                    "created_at": now, "raw_message": "", "server_reply": "", "attempts": 0,
+                })  # fmt: skip
+                decided.append(-1)
+            elif found[1] == LetterStatus.FAILED_TEMPORARY.value:
+                letter_id = session.execute(
+                    update(LetterRecord)
+                    .where(
+                        LetterRecord.id == found[0],
+                        LetterRecord.status == LetterStatus.FAILED_TEMPORARY.value,
+                    )
+                    .values(**values)
+                    .returning(LetterRecord.id)
+                ).scalar_one_or_none()
+                decided.append(letter_id)
+                if letter_id is not None:
+                    again[letter_id] = f"planned again: {entry.reason}".rstrip(": ")
+            else:
+                decided.append(None)
+        inserted = iter(
+            session.scalars(
+                letters.insert().returning(letters.c.id, sort_by_parameter_order=True), fresh
+            ).all()
+            if fresh
+            else ()
+        )
+        ids = [next(inserted) if letter_id == -1 else letter_id for letter_id in decided]
+        titles: dict[int, Sequence[Title]] = {}
+        events: list[tuple[int, LetterStatus, str, str | None]] = []
+        for entry, letter_id in zip(entries, ids, strict=True):
+            if letter_id is not None:
+                titles[letter_id] = entry.letter.titles
+                reason = again.get(letter_id, entry.reason)
+                events.append((letter_id, entry.status, reason, entry.operator or None))
+        _replace_titles(session, titles)
+        _log_many(session, events)
+        return ids
 
     def record_manual(
         self,
@@ -684,58 +765,105 @@ class HistoryStore:
             return connection.scalar(self._planned(layout, as_of).limit(1)) is not None
 
     def claim_next(self, layout: str, as_of: date) -> ClaimedLetter | None:
-        """The oldest letter of a layout and day still planned, claimed; None when none is left.
+        """The oldest letter of a layout and day still planned, claimed; None when none is left."""
+        claimed = self.claim_batch(layout, as_of, 1)
+        return claimed[0] if claimed else None
 
-        Several senders share a run: on PostgreSQL the row is picked ``FOR UPDATE SKIP LOCKED``,
-        so each sender takes a different letter instead of queueing behind another's; on SQLite
-        (one writer at a time) the guarded update decides, and a sender that lost picks again.
+    def claim_batch(self, layout: str, as_of: date, limit: int) -> list[ClaimedLetter]:
+        """Up to ``limit`` of the oldest letters of a layout and day still planned, claimed.
+
+        Several senders share a run: on PostgreSQL the rows are picked ``FOR UPDATE SKIP
+        LOCKED``, so each sender takes different letters instead of queueing behind another's;
+        on SQLite (one writer at a time) the guarded update decides, and a sender that lost
+        every letter it picked picks again. An empty list: none is left.
         """
         pick = (
             self._planned(layout, as_of)
             .order_by(LetterRecord.id)
-            .limit(1)
+            .limit(limit)
             .with_for_update(skip_locked=True)
         )
         while True:
             with Session(self.engine) as session, session.begin():
-                letter_id = session.scalar(pick)
-                if letter_id is None:
-                    return None
-                claimed = self._claim(session, letter_id)
-            if claimed is not None:
+                letter_ids = list(session.scalars(pick))
+                if not letter_ids:
+                    return []
+                claimed = self._claim(session, letter_ids)
+            if claimed:
                 return claimed
 
     def claim_for_sending(self, letter_id: int) -> ClaimedLetter | None:
         """planned → sending, atomically: of several processes, exactly one gets the letter."""
         with Session(self.engine) as session, session.begin():
-            return self._claim(session, letter_id)
+            claimed = self._claim(session, [letter_id])
+        return claimed[0] if claimed else None
 
-    def _claim(self, session: Session, letter_id: int) -> ClaimedLetter | None:
-        """planned → sending if still planned, inside the caller's transaction."""
+    def _claim(self, session: Session, letter_ids: Sequence[int]) -> list[ClaimedLetter]:
+        """planned → sending for those still planned, inside the caller's transaction."""
+        now = utcnow()
         taken = session.execute(
             update(LetterRecord)
-            .where(LetterRecord.id == letter_id, LetterRecord.status == LetterStatus.PLANNED.value)
+            .where(
+                LetterRecord.id.in_(letter_ids),
+                LetterRecord.status == LetterStatus.PLANNED.value,
+            )
             .values(
                 status=LetterStatus.SENDING.value,
                 holder=this_worker(),
-                claimed_at=utcnow(),
-                updated_at=utcnow(),
+                claimed_at=now,
+                updated_at=now,
                 attempts=LetterRecord.attempts + 1,
             )
-        ).rowcount
-        if taken != 1:
-            return None
-        _log(session, letter_id, LetterStatus.SENDING, "")
-        record = session.get_one(LetterRecord, letter_id)
-        return ClaimedLetter(
-            id=record.id,
-            layout=record.layout,
-            as_of=record.as_of,
-            customer_code=record.customer_code,
-            customer_store=record.customer_store,
-            message_id=record.message_id,
-            recnos=tuple(t.recno for t in record.titles),
-        )
+            .returning(*CLAIM_COLUMNS)
+        ).all()
+        if not taken:
+            return []
+        recnos: dict[int, list[int]] = {row.id: [] for row in taken}
+        for letter_id, recno in session.execute(
+            select(LetterTitleRecord.letter_id, LetterTitleRecord.recno)
+            .where(LetterTitleRecord.letter_id.in_(recnos))
+            .order_by(LetterTitleRecord.id)
+        ):
+            recnos[letter_id].append(recno)
+        taken = sorted(taken, key=lambda row: row.id)
+        _log_many(session, [(row.id, LetterStatus.SENDING, "", None) for row in taken])
+        return [
+            ClaimedLetter(
+                id=row.id,
+                layout=row.layout,
+                as_of=row.as_of,
+                customer_code=row.customer_code,
+                customer_store=row.customer_store,
+                message_id=row.message_id,
+                recnos=tuple(recnos[row.id]),
+            )
+            for row in taken
+        ]
+
+    def release(self, letter_ids: Sequence[int], reason: str) -> int:
+        """Claimed letters this process will not try after all go back to planned, untried."""
+        if not letter_ids:
+            return 0
+        with Session(self.engine) as session, session.begin():
+            released = session.scalars(
+                update(LetterRecord)
+                .where(
+                    LetterRecord.id.in_(letter_ids),
+                    LetterRecord.status == LetterStatus.SENDING.value,
+                    LetterRecord.holder == this_worker(),
+                )
+                .values(
+                    status=LetterStatus.PLANNED.value,
+                    reason=reason,
+                    holder="",
+                    claimed_at=None,
+                    updated_at=utcnow(),
+                    attempts=LetterRecord.attempts - 1,
+                )
+                .returning(LetterRecord.id)
+            ).all()
+            _log_many(session, [(i, LetterStatus.PLANNED, reason, None) for i in sorted(released)])
+            return len(released)
 
     def finish_letter(
         self,
@@ -748,27 +876,53 @@ class HistoryStore:
         raw_message: str | None = None,
     ) -> None:
         """Write a letter's outcome (and, once rendered, the subject and títulos it carried)."""
-        values: dict[str, Any] = {
-            "status": outcome.status.value,
-            "reason": outcome.reason,
-            "sent_at": outcome.sent_at,
-            "server_reply": outcome.server_reply,
-            "needs_print": outcome.needs_print,
-            "updated_at": utcnow(),
-        }
-        if outcome.status is LetterStatus.PLANNED:
-            values.update(holder="", claimed_at=None)
-        if subject is not None:
-            values["subject"] = subject
-        if raw_message is not None:
-            values["raw_message"] = raw_message
+        self.finish_letters([LetterFinish(letter_id, outcome, subject, titles, raw_message, actor)])
+
+    def finish_letters(self, finishes: Sequence[LetterFinish]) -> None:
+        """Write the outcomes of a batch of letters in one transaction.
+
+        A letter's título rows are rewritten only where they changed since the plan.
+        """
+        if not finishes:
+            return
+        now = utcnow()
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}  # same columns: one executemany
+        new_titles: dict[int, Sequence[Title]] = {}
+        for finish in finishes:
+            outcome = finish.outcome
+            values: dict[str, Any] = {
+                "status": outcome.status.value,
+                "reason": outcome.reason,
+                "sent_at": outcome.sent_at,
+                "server_reply": outcome.server_reply,
+                "needs_print": outcome.needs_print,
+                "updated_at": now,
+            }
+            if outcome.status is LetterStatus.PLANNED:
+                values.update(holder="", claimed_at=None)
+            if finish.subject is not None:
+                values["subject"] = finish.subject
+            if finish.raw_message is not None:
+                values["raw_message"] = finish.raw_message
+            if finish.titles is not None:
+                values["total"] = sum((t.net_balance for t in finish.titles), Decimal("0.00"))
+                new_titles[finish.letter_id] = finish.titles
+            row = {f"new_{name}": value for name, value in values.items()}
+            shapes.setdefault(tuple(values), []).append({"letter_id": finish.letter_id, **row})
+        table = LetterRecord.__table__
         with Session(self.engine) as session, session.begin():
-            session.execute(update(LetterRecord).where(LetterRecord.id == letter_id).values(values))
-            if titles is not None:
-                record = session.get_one(LetterRecord, letter_id)
-                record.titles = [_title_record(t) for t in titles]
-                record.total = sum((t.net_balance for t in titles), Decimal("0.00"))
-            _log(session, letter_id, outcome.status, outcome.reason, actor)
+            for columns, rows in shapes.items():
+                session.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("letter_id"))
+                    .values({name: bindparam(f"new_{name}") for name in columns}),
+                    rows,
+                )
+            _replace_titles(session, new_titles, only_changed=True)
+            _log_many(
+                session,
+                [(f.letter_id, f.outcome.status, f.outcome.reason, f.actor) for f in finishes],
+            )
 
     def note_planned(self, layout: str, as_of: date, reason: str) -> int:
         """Say on every letter still planned why it has not gone yet (SMTP down, max reached)."""
@@ -1057,15 +1211,34 @@ def _log(
     actor: str | None = None,
 ) -> None:
     """Record a letter's state change in the audit chain, with the letter as it now stands."""
+    _log_many(session, [(letter_id, status, reason, actor)])
+
+
+def _log_many(
+    session: Session, changes: Sequence[tuple[int, LetterStatus, str, str | None]]
+) -> None:
+    """Record letters' state changes (id, status, why, who) in the audit chain, in order.
+
+    Each event carries the letter as the database now holds it, read back in one query for the
+    whole batch: what an audit later compares the row with.
+    """
+    if not changes:
+        return
     session.flush()
-    append_event(
+    snapshots = letter_snapshots(session, [letter_id for letter_id, _, _, _ in changes])
+    append_events(
         session,
-        kind="letter",
-        letter_id=letter_id,
-        status=status.value,
-        reason=reason,
-        actor=actor or this_worker(),
-        payload=letter_snapshot(session, letter_id),
+        [
+            {
+                "kind": "letter",
+                "letter_id": letter_id,
+                "status": status.value,
+                "reason": reason,
+                "actor": actor or this_worker(),
+                "payload": snapshots[letter_id],
+            }
+            for letter_id, status, reason, actor in changes
+        ],
     )
 
 
@@ -1078,26 +1251,37 @@ def append_event(
     actor: str,
     payload: dict[str, Any],
     letter_id: int | None = None,
-) -> LetterEventRecord:
-    """Append one link to the audit chain inside the caller's transaction.
+) -> None:
+    """Append one link to the audit chain inside the caller's transaction."""
+    event_fields = {"kind": kind, "status": status, "reason": reason, "actor": actor,
+                    "payload": payload, "letter_id": letter_id}  # fmt: skip
+    append_events(session, [event_fields])
 
-    The chain head is updated first: on every database that takes the write lock (SQLite) or the
-    row lock (PostgreSQL), so concurrent writers append one after the other, never forking.
+
+def append_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
+    """Append links to the audit chain inside the caller's transaction, in the order given.
+
+    The chain head is moved first: on every database that takes the write lock (SQLite) or the
+    row lock (PostgreSQL), so concurrent writers append one batch after the other, never forking.
     """
+    session.flush()
     seq, prev = session.execute(
         update(ChainHeadRecord)
         .where(ChainHeadRecord.id == 1)
-        .values(seq=ChainHeadRecord.seq + 1)
+        .values(seq=ChainHeadRecord.seq + len(events))
         .returning(ChainHeadRecord.seq, ChainHeadRecord.hash)
     ).one()
-    record = LetterEventRecord(
-        seq=seq, kind=kind, letter_id=letter_id, at=utcnow(), status=status, reason=reason,
-        actor=actor, payload=canonical(payload), prev_hash=prev, hash="",
-    )  # fmt: skip
-    record.hash = event_hash(record)
-    session.add(record)
-    session.execute(update(ChainHeadRecord).where(ChainHeadRecord.id == 1).values(hash=record.hash))
-    return record
+    rows = []
+    for number, fields in enumerate(events, start=seq - len(events) + 1):
+        row = {
+            "seq": number, "kind": fields["kind"], "letter_id": fields["letter_id"],
+            "at": utcnow(), "status": fields["status"], "reason": fields["reason"],
+            "actor": fields["actor"], "payload": canonical(fields["payload"]), "prev_hash": prev,
+        }  # fmt: skip
+        row["hash"] = prev = event_hash(SimpleNamespace(**row))
+        rows.append(row)
+    session.execute(LetterEventRecord.__table__.insert(), rows)
+    session.execute(update(ChainHeadRecord).where(ChainHeadRecord.id == 1).values(hash=prev))
 
 
 RESPONSE_KINDS = ("promise", "dispute", "paid_claim", "new_boleto", "phone_contact")
@@ -1116,7 +1300,7 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def event_hash(record: LetterEventRecord) -> str:
+def event_hash(record: LetterEventRecord | SimpleNamespace) -> str:
     """SHA-256 over the previous hash and every field of the event."""
     fields = {
         "seq": record.seq,
@@ -1140,25 +1324,35 @@ AUDITED_FIELDS = (
 
 def letter_snapshot(session: Session, letter_id: int) -> dict[str, Any]:
     """What an auditor relies on in a letter row and its títulos, as plain JSON values."""
-    record = session.execute(
-        select(LetterRecord)
-        .where(LetterRecord.id == letter_id)
-        .execution_options(populate_existing=True)
-    ).scalar_one()
-    snapshot: dict[str, Any] = {}
-    for name in AUDITED_FIELDS:
-        value = getattr(record, name)
-        if isinstance(value, datetime):
-            value = value.astimezone(UTC).isoformat(timespec="microseconds")
-        snapshot[name] = str(value) if isinstance(value, Decimal | date) else value
-    rows = session.execute(
-        select(LetterTitleRecord.title_key, LetterTitleRecord.balance, LetterTitleRecord.value)
-        .where(LetterTitleRecord.letter_id == letter_id)
-        .order_by(LetterTitleRecord.title_key)
-    ).all()
-    snapshot["titles"] = [f"{key}={balance}/{value}" for key, balance, value in rows]
-    snapshot["raw_message_sha256"] = hashlib.sha256(record.raw_message.encode()).hexdigest()
-    return snapshot
+    return letter_snapshots(session, [letter_id])[letter_id]
+
+
+def letter_snapshots(session: Session, letter_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """``letter_snapshot`` of several letters, read in two queries whatever their number."""
+    wanted = set(letter_ids)
+    columns = [getattr(LetterRecord, name) for name in AUDITED_FIELDS]
+    snapshots: dict[int, dict[str, Any]] = {}
+    for row in session.execute(
+        select(LetterRecord.id, LetterRecord.raw_message, *columns).where(
+            LetterRecord.id.in_(wanted)
+        )
+    ):
+        snapshot: dict[str, Any] = {}
+        for name, value in zip(AUDITED_FIELDS, row[2:], strict=True):
+            if isinstance(value, datetime):
+                value = value.astimezone(UTC).isoformat(timespec="microseconds")
+            snapshot[name] = str(value) if isinstance(value, Decimal | date) else value
+        snapshot["titles"] = []
+        snapshot["raw_message_sha256"] = hashlib.sha256(row.raw_message.encode()).hexdigest()
+        snapshots[row.id] = snapshot
+    for letter_id, key, balance, value in session.execute(
+        select(LetterTitleRecord.letter_id, LetterTitleRecord.title_key,
+               LetterTitleRecord.balance, LetterTitleRecord.value)
+        .where(LetterTitleRecord.letter_id.in_(wanted))
+        .order_by(LetterTitleRecord.letter_id, LetterTitleRecord.title_key)
+    ):  # fmt: skip
+        snapshots[letter_id]["titles"].append(f"{key}={balance}/{value}")
+    return snapshots
 
 
 def titles_digest(letter: PlannedLetter) -> str:
@@ -1167,16 +1361,45 @@ def titles_digest(letter: PlannedLetter) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _title_record(title: Title) -> LetterTitleRecord:
-    return LetterTitleRecord(
-        title_key=title.key,
-        recno=title.recno,
-        real_due_date=title.real_due_date,
-        days_late=title.days_late,
-        value=title.value,
-        balance=title.net_balance,
-    )
+def _title_row(letter_id: int, title: Title) -> dict[str, Any]:
+    return {
+        "letter_id": letter_id,
+        "title_key": title.key,
+        "recno": title.recno,
+        "real_due_date": title.real_due_date,
+        "days_late": title.days_late,
+        "value": title.value,
+        "balance": title.net_balance,
+    }
 
 
-def _title_records(letter: PlannedLetter) -> Iterable[LetterTitleRecord]:
-    return [_title_record(t) for t in letter.titles]
+_TITLE_FIELDS = ("title_key", "recno", "real_due_date", "days_late", "value", "balance")
+
+
+def _replace_titles(
+    session: Session, titles: dict[int, Sequence[Title]], *, only_changed: bool = False
+) -> None:
+    """Set the título rows of each letter; with ``only_changed``, leave equal lists alone."""
+    if not titles:
+        return
+    table = LetterTitleRecord.__table__
+    if only_changed:
+        stored: dict[int, list[tuple[Any, ...]]] = {letter_id: [] for letter_id in titles}
+        for row in session.execute(
+            select(table.c.letter_id, *(table.c[name] for name in _TITLE_FIELDS))
+            .where(table.c.letter_id.in_(titles))
+            .order_by(table.c.id)
+        ):
+            stored[row[0]].append(tuple(row[1:]))
+        titles = {
+            letter_id: new
+            for letter_id, new in titles.items()
+            if stored[letter_id]
+            != [tuple(_title_row(letter_id, t)[name] for name in _TITLE_FIELDS) for t in new]
+        }
+        if not titles:
+            return
+    session.execute(delete(table).where(table.c.letter_id.in_(titles)))
+    rows = [_title_row(letter_id, t) for letter_id, new in titles.items() for t in new]
+    if rows:
+        session.execute(table.insert(), rows)

@@ -10,6 +10,21 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def trusted(cls: type[_T], fields: dict[str, Any]) -> _T:
+    """An instance of one of these frozen dataclasses from values already checked and typed.
+
+    The hot loops' fast path (the source's rows, the plan's letters): the dict becomes the
+    instance's attributes at once, instead of __init__'s object.__setattr__ field by field.
+    ``fields`` must hold every field, defaults included (tests/test_source_batch.py checks).
+    """
+    instance = object.__new__(cls)
+    object.__setattr__(instance, "__dict__", fields)
+    return instance
 
 
 @dataclass(frozen=True)

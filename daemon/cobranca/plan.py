@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 from .addresses import split_addresses
 from .config import Layout
-from .models import CustomerTitles, Disposition, PlannedLetter
+from .models import CustomerTitles, Disposition, PlannedLetter, Title, trusted
 
 # Reasons a customer gets no letter; the run summary counts them.
 SKIP_CADENCE = "cadence"
@@ -45,34 +45,39 @@ def plan_letter(
     customer = group.customer
     minimum = layout.selection.min_balance
     held = {key: why for key, why in suspended}
-    on_hold = tuple(
-        (t.key, held.get(t.key) or held[None])
-        for t in group.titles
-        if t.key in held or None in held
-    )
+    on_hold: tuple[tuple[str, str], ...] = ()
+    if held:
+        on_hold = tuple(
+            (t.key, held.get(t.key) or held[None])
+            for t in group.titles
+            if t.key in held or None in held
+        )
     held_keys = {key for key, _ in on_hold}
-    titles = tuple(
-        t
-        for t in group.titles
-        if t.net_balance >= minimum and t.net_balance > 0 and t.key not in held_keys
-    )
+    # One pass, each título's net balance (Title.net_balance) computed once.
+    kept: list[Title] = []
+    nothing_owed: list[tuple[str, str]] = []
+    for t in group.titles:
+        net = t.balance - t.abatements
+        if net <= 0:
+            nothing_owed.append((t.key, "nothing owed after abatements"))
+        elif net >= minimum and (not held_keys or t.key not in held_keys):
+            kept.append(t)
+    titles = tuple(kept)
     valid, invalid = split_addresses(customer.raw_emails)
-    rejected = group.rejected + tuple(
-        (t.key, "nothing owed after abatements") for t in group.titles if t.net_balance <= 0
-    )
+    rejected = group.rejected + tuple(nothing_owed)
 
     def letter(disposition: Disposition, reason: str = "") -> PlannedLetter:
-        return PlannedLetter(
-            layout=layout.name,
-            as_of=as_of,
-            customer=customer,
-            titles=titles,
-            recipients=valid,
-            disposition=disposition,
-            reason=reason,
-            invalid_emails=invalid,
-            rejected=rejected,
-        )
+        return trusted(PlannedLetter, {
+            "layout": layout.name,
+            "as_of": as_of,
+            "customer": customer,
+            "titles": titles,
+            "recipients": valid,
+            "disposition": disposition,
+            "reason": reason,
+            "invalid_emails": invalid,
+            "rejected": rejected,
+        })  # fmt: skip
 
     if not group.titles:
         return letter(Disposition.SKIP, SKIP_NO_VALID_TITLES)

@@ -77,7 +77,7 @@ def preview_command(config: Config, args: argparse.Namespace, today: date) -> in
             rendered, letter.recipients or ("sem-email@invalid",), config.delivery,
             message_id, datetime.now(config.zone), args.layout, (), composed.images,
         )  # fmt: skip
-        content = message.as_bytes()
+        content = message.data
     elif args.format == "html":
         content = rendered.html
     else:

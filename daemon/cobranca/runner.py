@@ -27,9 +27,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .businessdays import SendPolicy
 from .config import Config, ConfigError, Layout
-from .history import ClaimedLetter, HistoryStore, LetterOutcome
-from .mail import build_message, new_message_id
-from .models import Disposition, LetterStatus, PlannedLetter
+from .history import ClaimedLetter, HistoryStore, LetterFinish, LetterOutcome, PlanEntry
+from .mail import OutgoingMessage, build_message, new_message_id
+from .models import CustomerTitles, Disposition, LetterStatus, PlannedLetter, Title
 from .plan import (
     SKIP_ALREADY_CLAIMED,
     SKIP_CADENCE,
@@ -47,7 +47,7 @@ from .render import (
     make_environment,
 )
 from .source import ProtheusSource, SourceError, TitleFilter
-from .transports import DeliveryError, Failure, Transport, open_transport
+from .transports import DeliveryError, Failure, FlushError, Transport, open_transport
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +357,9 @@ def _run_layout(
              result.ambiguous, result.left_planned, sum(result.skipped.values()))  # fmt: skip
 
 
+PLAN_BATCH = 50  # letters recorded per history transaction while planning (one commit each)
+
+
 def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemplates) -> None:
     """Record today's letters as planned (or as needing print); send nothing yet."""
     as_of, history = result.as_of, run.history
@@ -364,36 +367,50 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
         history.supersede_planned(layout.name, before=as_of)
     last_sent = history.last_letters(layout.name, cadence_window_start(layout, as_of), before=as_of)
     holds = history.suspensions(as_of, run.config.responses.promise_grace_days)
-    for group in run.source.customers_titles(layout.selection, as_of):
-        if run.stop.is_set():
-            result.interrupted = True
-            log.warning("layout %s: stop requested while planning", layout.name)
-            return
-        customer = group.customer
-        key = (customer.code, customer.store)
-        letter = plan_letter(group, layout, as_of, last_sent.get(key), holds.get(key, ()))
-        result.rejected_titles.extend(letter.rejected)
-        if letter.invalid_emails:
-            result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
-        if letter.disposition is Disposition.SKIP:
-            result.skipped[letter.reason] += 1
-            continue
-        if result.dry_run:
-            _dry_render(run, letter, templates, result)
-            continue
-        printing = letter.disposition is Disposition.PRINT
-        letter_id = history.record_plan(
-            result.run_id or 0, letter,
-            message_id=new_message_id(run.config.delivery),
-            transport="print" if printing else run.transport.name,
-            status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
-            reason=letter.reason, rule=layout_rule(layout), templates_digest=run.templates_digest,
-        )  # fmt: skip
+    entries: list[PlanEntry] = []
+    rule = layout_rule(layout)
+    try:
+        for group in run.source.customers_titles(layout.selection, as_of):
+            if run.stop.is_set():
+                result.interrupted = True
+                log.warning("layout %s: stop requested while planning", layout.name)
+                return
+            customer = group.customer
+            key = (customer.code, customer.store)
+            letter = plan_letter(group, layout, as_of, last_sent.get(key), holds.get(key, ()))
+            result.rejected_titles.extend(letter.rejected)
+            if letter.invalid_emails:
+                result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
+            if letter.disposition is Disposition.SKIP:
+                result.skipped[letter.reason] += 1
+                continue
+            if result.dry_run:
+                _dry_render(run, letter, templates, result)
+                continue
+            printing = letter.disposition is Disposition.PRINT
+            entries.append(PlanEntry(
+                letter, new_message_id(run.config.delivery),
+                transport="print" if printing else run.transport.name,
+                status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
+                reason=letter.reason, rule=rule,
+                templates_digest=run.templates_digest,
+            ))  # fmt: skip
+            if len(entries) >= PLAN_BATCH:
+                _record_plans(run, result, entries)
+                entries = []
+    finally:
+        _record_plans(run, result, entries)
+
+
+def _record_plans(run: _Run, result: LayoutResult, entries: Sequence[PlanEntry]) -> None:
+    ids = run.history.record_plans(result.run_id or 0, entries)
+    for entry, letter_id in zip(entries, ids, strict=True):
+        letter = entry.letter
         if letter_id is None:
             result.skipped[SKIP_ALREADY_CLAIMED] += 1
-        elif printing:
+        elif entry.status is LetterStatus.PRINT_NEEDED:
             result.print_needed += 1
-            result.prints.append((customer.key, letter.reason))
+            result.prints.append((letter.customer.key, letter.reason))
         else:
             result.planned += 1
 
@@ -436,17 +453,84 @@ def _deliver_planned(
             log.warning("layout %s: stopped sending: %s", layout.name, refusal)
             return
         # Wait for the pace first, claim after: no letter sits claimed while this one sleeps,
-        # so a process killed in between leaves nothing in doubt.
+        # so a process killed in between leaves nothing in doubt. Paced letters go one by one.
         if pacer.interval and not run.history.has_planned(layout.name, result.as_of):
             return  # nothing left: no last wait for nothing
         if not pacer.wait_turn():
             result.interrupted = True
             return
-        claimed = run.history.claim_next(layout.name, result.as_of)
-        if claimed is None:
+        size = 1 if pacer.interval else run.transport.batch_size
+        if limit is not None:
+            size = min(size, limit - attempted)
+        batch = run.history.claim_batch(layout.name, result.as_of, size)
+        if not batch:
             return
-        attempted += 1
-        deliver_claimed(run, layout, claimed, templates, result)
+        attempted += len(batch)
+        deliver_batch(run, layout, batch, templates, result)
+        if result.interrupted or result.window_closed:
+            return
+
+
+@dataclass(frozen=True)
+class _Delivered:
+    """What became of one claimed letter, waiting to be recorded with the rest of its batch."""
+
+    finish: LetterFinish
+    who: str
+    message_id: str
+    recipients: int = 0
+    print_reason: str = ""  # set: the letter needs print
+    skip_reason: str = ""  # set: the letter was skipped
+    unreachable: bool = False  # the transport cannot be reached: stop the layout
+
+
+def deliver_batch(
+    run: _Run,
+    layout: Layout,
+    batch: Sequence[ClaimedLetter],
+    templates: LetterTemplates,
+    result: LayoutResult,
+) -> None:
+    """Re-read, render and send claimed letters, then record their outcomes together.
+
+    The outcomes are recorded only after the transport made the batch final (``flush``): a
+    crash before that leaves the letters 'sending', and the next run asks the transport what
+    became of each. Letters not tried (a stop, the window closing) go back to planned.
+    """
+    as_of = batch[0].as_of
+    groups = run.source.reread_many(layout.selection, as_of, [c.recnos for c in batch])
+    # A response recorded since the plan (a promise on the phone) holds its títulos back too.
+    holds = run.history.suspensions(as_of, run.config.responses.promise_grace_days)
+    delivered: list[_Delivered] = []
+    tried = 0
+    untried_why = ""
+    try:
+        for claimed, group in zip(batch, groups, strict=True):
+            if tried:  # the first one was checked just before the claim
+                if run.stop.is_set():
+                    result.interrupted = True
+                    untried_why = "run interrupted"
+                    break
+                if refusal := run.refusal():
+                    result.window_closed = refusal
+                    log.warning("layout %s: stopped sending: %s", layout.name, refusal)
+                    untried_why = refusal
+                    break
+            tried += 1
+            done = _deliver_one(run, layout, claimed, group, holds, templates, result)
+            delivered.append(done)
+            if done.unreachable:
+                untried_why = done.finish.outcome.reason
+                break
+    finally:
+        try:
+            _record_batch(run, layout, delivered, result)
+        finally:
+            if untried_why and tried < len(batch):
+                why = f"not sent yet: {untried_why}; the next run sends it"
+                run.history.release([c.id for c in batch[tried:]], why)
+    if delivered and delivered[-1].unreachable:
+        raise _StopLayout(delivered[-1].finish.outcome.reason)
 
 
 def deliver_claimed(
@@ -457,45 +541,48 @@ def deliver_claimed(
     result: LayoutResult,
 ) -> None:
     """Re-read, render, send and record one claimed letter."""
-    history = run.history
+    deliver_batch(run, layout, [claimed], templates, result)
+
+
+def _deliver_one(
+    run: _Run,
+    layout: Layout,
+    claimed: ClaimedLetter,
+    group: CustomerTitles,
+    holds: dict[tuple[str, str], list[tuple[str | None, str]]],
+    templates: LetterTemplates,
+    result: LayoutResult,
+) -> _Delivered:
+    """Re-check, render and hand one claimed letter to the transport; nothing recorded yet."""
     who = f"{claimed.customer_code}/{claimed.customer_store}"
-    group = run.source.reread(layout.selection, claimed.as_of, claimed.recnos)
+
+    def done(
+        outcome: LetterOutcome,
+        subject: str | None = None,
+        titles: Sequence[Title] | None = None,
+        raw_message: str | None = None,
+        **tally: Any,
+    ) -> _Delivered:
+        finish = LetterFinish(claimed.id, outcome, subject, titles, raw_message)
+        return _Delivered(finish, who, claimed.message_id, **tally)
+
     if not group.titles:
-        history.finish_letter(
-            claimed.id,
-            LetterOutcome(LetterStatus.SKIPPED, "every título was paid or written off since the "
-                          "letter was planned"),
-            titles=(),
-        )  # fmt: skip
-        result.skipped[SKIP_PAID_SINCE_PLAN] += 1
-        return
-    # A response recorded since the plan (a promise on the phone) holds its títulos back too.
+        reason = "every título was paid or written off since the letter was planned"
+        return done(LetterOutcome(LetterStatus.SKIPPED, reason), titles=(),
+                    skip_reason=SKIP_PAID_SINCE_PLAN)  # fmt: skip
     key = (claimed.customer_code, claimed.customer_store)
-    holds = history.suspensions(claimed.as_of, run.config.responses.promise_grace_days, key)
     letter = plan_letter(group, layout, claimed.as_of, None, holds.get(key, ()))
+    if letter.disposition is Disposition.PRINT:
+        reason = f"on re-reading the ERP: {letter.reason}"
+        outcome = LetterOutcome(LetterStatus.PRINT_NEEDED, reason, needs_print=True)
+        return done(outcome, titles=letter.titles, print_reason=letter.reason)
     if letter.disposition is not Disposition.SEND:
-        status = (
-            LetterStatus.PRINT_NEEDED
-            if letter.disposition is Disposition.PRINT
-            else LetterStatus.SKIPPED
-        )
-        outcome = LetterOutcome(status, f"on re-reading the ERP: {letter.reason}",
-                                needs_print=status is LetterStatus.PRINT_NEEDED)  # fmt: skip
-        history.finish_letter(claimed.id, outcome, titles=letter.titles)
-        if status is LetterStatus.PRINT_NEEDED:
-            result.print_needed += 1
-            result.prints.append((who, letter.reason))
-        else:
-            result.skipped[letter.reason] += 1
-        return
+        outcome = LetterOutcome(LetterStatus.SKIPPED, f"on re-reading the ERP: {letter.reason}")
+        return done(outcome, titles=letter.titles, skip_reason=letter.reason)
     try:
         composed = compose(templates, letter, layout, run.config.creditor, claimed.message_id)
     except TemplateProblem as exc:
-        reason = f"render failed: {exc}"
-        history.finish_letter(claimed.id, LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
-        result.failed += 1
-        result.failures.append((who, reason))
-        return
+        return done(LetterOutcome(LetterStatus.FAILED_TEMPORARY, f"render failed: {exc}"))
     attachments: list[tuple[str, bytes]] = []
     if layout.attach_pdf:
         from .pdf import PdfError, render_pdf_one
@@ -505,25 +592,58 @@ def deliver_claimed(
             attachments.append((name, render_pdf_one(letter, run.config)))
         except (PdfError, TemplateProblem) as exc:
             reason = f"PDF attachment failed: {exc}"
-            history.finish_letter(claimed.id, LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
-            result.failed += 1
-            result.failures.append((who, reason))
-            return
+            return done(LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason))
     _note_problems(layout, letter, composed, result)
     rendered = composed.rendered
     message = build_message(
         rendered, letter.recipients, run.config.delivery, claimed.message_id,
         datetime.now(run.config.zone), layout.name, attachments, composed.images,
     )  # fmt: skip
-    outcome, unreachable = _send_with_retries(run, message, letter.recipients)
-    history.finish_letter(
-        claimed.id, outcome, subject=rendered.subject, titles=letter.titles,
-        raw_message=message.as_string(),
-    )  # fmt: skip
-    if outcome.status is LetterStatus.SENT:
+    outcome, unreachable = _send_with_retries(run, message)
+    return done(outcome, subject=rendered.subject, titles=letter.titles, raw_message=message.text,
+                recipients=len(letter.recipients), unreachable=unreachable)  # fmt: skip
+
+
+def _record_batch(
+    run: _Run, layout: Layout, delivered: list[_Delivered], result: LayoutResult
+) -> None:
+    """Make the batch final at the transport, record every outcome in one go, then count.
+
+    A transport that could not make the batch final (a full disk) is unusable: the layout
+    stops, its letters not made final are recorded as failed, the rest stay planned.
+    """
+    if not delivered:
+        return
+    broken: FlushError | None = None
+    try:
+        run.transport.flush()
+    except FlushError as exc:
+        broken = exc
+        reason = f"{exc}; retried by the next run"
+        for index, item in enumerate(delivered):
+            sent = item.finish.outcome.status is LetterStatus.SENT
+            if sent and item.message_id in exc.undelivered:
+                failed = LetterOutcome(LetterStatus.FAILED_TEMPORARY, reason)
+                delivered[index] = replace(item, finish=replace(item.finish, outcome=failed))
+    run.history.finish_letters([item.finish for item in delivered])
+    for item in delivered:
+        _count(layout, item, result)
+    if broken is not None:
+        raise _StopLayout(str(broken))
+
+
+def _count(layout: Layout, item: _Delivered, result: LayoutResult) -> None:
+    """A recorded letter in the run's summary and log."""
+    outcome, who = item.finish.outcome, item.who
+    if item.print_reason:
+        result.print_needed += 1
+        result.prints.append((who, item.print_reason))
+    elif item.skip_reason:
+        result.skipped[item.skip_reason] += 1
+    elif outcome.status is LetterStatus.SENT:
         result.sent += 1
         log.info("layout %s: customer %s: sent %s to %d address(es)", layout.name, who,
-                 claimed.message_id, len(letter.recipients))  # fmt: skip
+                 item.message_id, item.recipients)  # fmt: skip
     elif outcome.status is LetterStatus.AMBIGUOUS:
         result.ambiguous += 1
         result.ambiguities.append((who, outcome.reason))
@@ -534,8 +654,6 @@ def deliver_claimed(
         result.failed += 1
         result.failures.append((who, outcome.reason))
         log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
-        if unreachable:
-            raise _StopLayout(outcome.reason)
 
 
 def _note_problems(
@@ -548,9 +666,7 @@ def _note_problems(
         result.data_problems.append((key or letter.customer.key, problem))
 
 
-def _send_with_retries(
-    run: _Run, message: Any, recipients: Sequence[str]
-) -> tuple[LetterOutcome, bool]:
+def _send_with_retries(run: _Run, message: OutgoingMessage) -> tuple[LetterOutcome, bool]:
     """Temporary failures are retried with backoff; permanent and ambiguous ones never.
 
     The flag says the server could not be reached at all: the layout stops trying.
@@ -558,7 +674,7 @@ def _send_with_retries(
     delivery = run.config.delivery
     for attempt in range(1, delivery.retry_attempts + 1):
         try:
-            receipt = run.transport.send(message, recipients)
+            receipt = run.transport.send(message)
         except DeliveryError as exc:
             if exc.kind is Failure.AMBIGUOUS:
                 return LetterOutcome(LetterStatus.AMBIGUOUS, str(exc)), False

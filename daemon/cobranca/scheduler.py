@@ -38,7 +38,7 @@ from .check import check_templates
 from .config import Config, ConfigError, Layout, load_config
 from .cron import describe_cron, parse_cron
 from .history import HistoryStore
-from .mail import new_message_id
+from .mail import new_message_id, serialize
 from .notify import notify, watchdog_interval
 from .runner import RunReport, error_text, run_layouts
 from .transports import DeliveryError, open_transport
@@ -184,7 +184,8 @@ class Daemon:
         message.set_content(body)
         try:
             with open_transport(delivery) as transport:
-                transport.send(message, [address])
+                transport.send(serialize(message, [address]))
+                transport.flush()
         except (DeliveryError, ConfigError) as exc:
             log.error("could not send the alert to the operator: %s", exc)
             return False

@@ -7,11 +7,13 @@ one customer at a time, so memory stays flat however large SE1 is.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
+from math import copysign
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     Select,
     and_,
+    bindparam,
     create_engine,
     func,
     not_,
@@ -27,11 +30,12 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Engine, Row
+from sqlalchemy.sql.elements import BindParameter
 
 from . import protheus
 from .config import Selection
 from .config import Source as SourceConfig
-from .models import Address, Customer, CustomerTitles, Title
+from .models import Address, Customer, CustomerTitles, Title, trusted
 
 
 class SourceError(Exception):
@@ -42,6 +46,7 @@ _CUSTOMER_KEY = re.compile(r"[^/\s]+(/[^/\s]+)?")
 _KEY_PARTS = ("E1_FILIAL", "E1_PREFIXO", "E1_NUM", "E1_PARCELA", "E1_TIPO", "E1_CLIENTE", "E1_LOJA")
 MAX_FILTER_DAYS = 36_500  # as the config's day windows: wider is a typo, and overflows dates
 NOTHING_OWED = "nothing owed after abatements"
+REREAD_CHUNK = 500  # recnos per re-read query: far below SQLite's and PostgreSQL's limits
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class ProtheusSource:
         self.se1 = protheus.se1_table(metadata, config.company, config.table_schema)
         self.sa1 = protheus.sa1_table(metadata, config.company, config.table_schema)
         self._abatements = self.se1.alias("abatement")
+        self._collectible = frozenset(config.collectible_types)
+        self._reread_statements: dict[tuple[Selection, date, bool], Select] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -181,17 +188,73 @@ class ProtheusSource:
             result = connection.execution_options(
                 stream_results=True, yield_per=self.config.fetch_size
             ).execute(statement)
-            for _, rows in itertools.groupby(result, key=lambda r: (r.E1_CLIENTE, r.E1_LOJA)):
+            for _, rows in itertools.groupby(result, key=_customer_of):
                 yield self._group(list(rows), as_of)
 
     def reread(self, selection: Selection, as_of: date, recnos: Sequence[int]) -> CustomerTitles:
         """A planned letter's títulos as they are now (an empty group when all were paid)."""
-        if not recnos:
-            return CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]
-        groups = list(self.customers_titles(selection, as_of, recnos=recnos))
-        if not groups:
-            return CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]
-        return groups[0]
+        return self.reread_many(selection, as_of, (recnos,))[0]
+
+    def reread_many(
+        self,
+        selection: Selection,
+        as_of: date,
+        letters: Sequence[Sequence[int]],
+        *,
+        chunk_size: int = REREAD_CHUNK,
+    ) -> list[CustomerTitles]:
+        """Planned letters' títulos as they are now, one group per letter, in input order.
+
+        ``letters`` holds one sequence of SE1 R_E_C_N_O_ per letter. Each group is exactly what
+        ``customers_titles(selection, as_of, recnos=letter)`` yields first (an empty group when
+        every título was paid, or none is selected any more), but whole letters are read
+        together, one query per ``chunk_size`` recnos (a letter is never split: a larger one is
+        read alone, its recnos written into the SQL as integers instead of bound parameters).
+        """
+        wanted = [tuple(dict.fromkeys(int(recno) for recno in letter)) for letter in letters]
+        groups = [_EMPTY_GROUP] * len(wanted)
+        chunk_size = max(1, chunk_size)
+        chunks = _letter_chunks(wanted, chunk_size)
+        if not chunks:
+            return groups
+        with self.engine.connect() as connection:
+            for chunk in chunks:
+                recnos = sorted({recno for index in chunk for recno in wanted[index]})
+                statement = self._reread_statement(selection, as_of, len(recnos) > chunk_size)
+                rows = connection.execute(statement, {"recnos": recnos}).all()
+                positions: dict[int, list[int]] = {}
+                for position, row in enumerate(rows):
+                    positions.setdefault(row[_RECNO], []).append(position)
+                for index in chunk:
+                    picked = sorted(
+                        {p for recno in wanted[index] for p in positions.get(recno, ())}
+                    )
+                    if not picked:
+                        continue
+                    # As customers_titles would group them: the first customer's run of rows.
+                    key = _customer_of(rows[picked[0]])
+                    own = []
+                    for p in picked:
+                        if _customer_of(rows[p]) != key:
+                            break
+                        own.append(rows[p])
+                    groups[index] = self._group(own, as_of)
+        return groups
+
+    def _reread_statement(self, selection: Selection, as_of: date, inline: bool) -> Select:
+        """The selection's statement for títulos by R_E_C_N_O_ (bound as ``recnos``), cached.
+
+        ``inline`` writes the recnos into the SQL as integers, beyond any bound-parameter limit.
+        """
+        key = (selection, as_of, inline)
+        statement = self._reread_statements.get(key)
+        if statement is None:
+            recnos = bindparam("recnos", expanding=True, literal_execute=inline)
+            statement = self._statement(self._conditions(selection, as_of, (), recnos))
+            if len(self._reread_statements) >= 32:  # a run has a few layouts and one as-of
+                self._reread_statements.clear()
+            self._reread_statements[key] = statement
+        return statement
 
     def statement(
         self,
@@ -213,17 +276,13 @@ class ProtheusSource:
             a.A1_LOJA == c.E1_LOJA,
             a.D_E_L_E_T_ != protheus.DELETED,
         )
-        if not self.config.customers_shared:
+        if self.config.customers_shared:
+            # A shared table's rows have a blank branch: saying so lets the database use SA1's
+            # index (A1_FILIAL, A1_COD, A1_LOJA) instead of scanning it for every título.
+            join_on = and_(join_on, a.A1_FILIAL.in_(_BLANK_BRANCHES))
+        else:
             join_on = and_(join_on, a.A1_FILIAL == c.E1_FILIAL)
-        columns = [
-            c.E1_FILIAL, c.E1_PREFIXO, c.E1_NUM, c.E1_PARCELA, c.E1_TIPO, c.E1_CLIENTE,
-            c.E1_LOJA, c.E1_EMISSAO, c.E1_VENCTO, c.E1_VENCREA, c.E1_VALOR, c.E1_SALDO,
-            c.E1_SITUACA, c.E1_PORCJUR, c.E1_VALJUR, c.E1_SDACRES, c.E1_SDDECRE, c.E1_CODDIG,
-            c.E1_CODBAR, c.R_E_C_N_O_,
-            a.A1_NOME, a.A1_NREDUZ, a.A1_PESSOA, a.A1_CGC, a.A1_EMAIL, a.A1_END, a.A1_BAIRRO,
-            a.A1_MUN, a.A1_EST, a.A1_CEP, a.A1_ENDCOB, a.A1_BAIRROC, a.A1_MUNC, a.A1_ESTC,
-            a.A1_CEPC, a.A1_MSBLQL,
-        ]  # fmt: skip
+        columns = [c[name] for name in _SE1_COLUMNS] + [a[name] for name in _SA1_COLUMNS]
         labelled = [column.label(column.key) for column in columns]
         return (
             select(*labelled, self._abatement_sum().label("abatements"))
@@ -289,14 +348,14 @@ class ProtheusSource:
         selection: Selection,
         as_of: date,
         customers: Sequence[str],
-        recnos: Sequence[int],
+        recnos: Sequence[int] | BindParameter[Any],
     ) -> list[ColumnElement[bool]]:
         c, a = self.se1.c, self.sa1.c
         days = selection.days
         earliest = as_of - timedelta(days=days.max) if days.max is not None else None
         latest = as_of - timedelta(days=days.min) if days.min is not None else None
         conditions = self._open_conditions(selection.min_balance, earliest, latest)
-        if recnos:
+        if isinstance(recnos, BindParameter) or recnos:
             conditions.append(c.R_E_C_N_O_.in_(recnos))
         if selection.branches:
             conditions.append(_trimmed_in(c.E1_FILIAL, selection.branches))
@@ -370,19 +429,53 @@ class ProtheusSource:
             matches.append(match)
         return or_(*matches) if matches else true()
 
-    def _group(self, rows: list[Row[Any]], as_of: date) -> CustomerTitles:
+    def _group(self, rows: Sequence[Row[Any]], as_of: date) -> CustomerTitles:
+        """One customer's rows (all with the same E1_CLIENTE and E1_LOJA) as its group."""
+        first = rows[0]
+        code, store = _trim(first[_CLIENTE]), _trim(first[_LOJA])
+        collectible = self._collectible
         titles: list[Title] = []
         rejected: list[tuple[str, str]] = []
         for row in rows:
             try:
-                titles.append(title_from_row(row, as_of, self.config.collectible_types))
+                titles.append(_title(row, as_of, collectible, code, store))
             except ValueError as exc:
                 rejected.append((_row_key(row), str(exc)))
-        return CustomerTitles(
-            customer=customer_from_row(rows[0]), titles=tuple(titles), rejected=tuple(rejected)
-        )
+        return trusted(CustomerTitles, {
+            "customer": _customer(first, code, store),
+            "titles": tuple(titles),
+            "rejected": tuple(rejected),
+        })  # fmt: skip
 
 
+_EMPTY_GROUP = CustomerTitles(customer=None, titles=())  # type: ignore[arg-type]
+
+
+def _letter_chunks(letters: Sequence[Sequence[int]], size: int) -> list[list[int]]:
+    """Indexes of the non-empty letters, packed in order into chunks of up to ``size`` recnos.
+
+    A letter is never split (its rows must come back in one ordered result); one with more
+    than ``size`` recnos makes a chunk of its own.
+    """
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    filled = 0
+    for index, letter in enumerate(letters):
+        if not letter:
+            continue
+        if current and filled + len(letter) > size:
+            chunks.append(current)
+            current, filled = [], 0
+        current.append(index)
+        filled += len(letter)
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+# A blank A1_FILIAL as DBAccess stores it (space-padded to the width), or as an empty string
+# (some databases store blank CHAR fields so, as they do blank dates).
+_BLANK_BRANCHES = ("  ", "")
 _FIRST_DATE = "19000101"  # below it: blank or garbage dates
 _LAST_DATE = "21001231"  # above it: garbage (e.g. day-first 31122025) or a typo
 _LIKE_ESCAPE = "/"
@@ -410,12 +503,136 @@ def _trimmed_in(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
 
 
 def _row_key(row: Row[Any]) -> str:
-    return "|".join(
-        protheus.trimmed(getattr(row, name))
-        for name in (
-            "E1_FILIAL", "E1_PREFIXO", "E1_NUM", "E1_PARCELA", "E1_TIPO", "E1_CLIENTE", "E1_LOJA"
-        )
-    )  # fmt: skip
+    """The título's Protheus key (its first seven columns are the key's)."""
+    return "|".join(protheus.trimmed(row[i]) for i in range(len(_KEY_PARTS)))
+
+
+# --- rows to Title and Customer ---------------------------------------------------------------
+#
+# The hot path of every read: positional access to the row (by name costs far more), trimmed
+# strings and parsed dates checked cheaply before the general conversion, floats converted once
+# per distinct value, and the frozen dataclasses filled at once (models.trusted).
+# Every rule and every error message is the general conversion's (protheus.trimmed,
+# parse_date, to_money, to_rate): the fast paths only skip work whose result is known.
+
+_SE1_COLUMNS = (
+    *_KEY_PARTS, "E1_EMISSAO", "E1_VENCTO", "E1_VENCREA", "E1_VALOR", "E1_SALDO", "E1_SITUACA",
+    "E1_PORCJUR", "E1_VALJUR", "E1_SDACRES", "E1_SDDECRE", "E1_CODDIG", "E1_CODBAR",
+    "R_E_C_N_O_",
+)  # fmt: skip
+_SA1_COLUMNS = (
+    "A1_NOME", "A1_NREDUZ", "A1_PESSOA", "A1_CGC", "A1_EMAIL", "A1_END", "A1_BAIRRO", "A1_MUN",
+    "A1_EST", "A1_CEP", "A1_ENDCOB", "A1_BAIRROC", "A1_MUNC", "A1_ESTC", "A1_CEPC", "A1_MSBLQL",
+)  # fmt: skip
+# Positions in a row of the statement: SE1's columns, SA1's, then the abatements' sum.
+(
+    _FILIAL, _PREFIXO, _NUM, _PARCELA, _TIPO, _CLIENTE, _LOJA, _EMISSAO, _VENCTO, _VENCREA,
+    _VALOR, _SALDO, _SITUACA, _PORCJUR, _VALJUR, _SDACRES, _SDDECRE, _CODDIG, _CODBAR, _RECNO,
+) = range(len(_SE1_COLUMNS))  # fmt: skip
+_A1 = len(_SE1_COLUMNS)  # where SA1's columns start
+_ABATEMENTS = _A1 + len(_SA1_COLUMNS)
+_customer_of = operator.itemgetter(_CLIENTE, _LOJA)  # the raw (E1_CLIENTE, E1_LOJA)
+
+_CACHE_LIMIT = 65_536  # entries per conversion cache, cleared when full
+_MISSING: Any = object()
+
+
+class _TrimmedCache(dict[Any, str]):
+    """protheus.trimmed of the few values a column such as E1_TIPO or E1_FILIAL holds."""
+
+    def __missing__(self, value: Any) -> str:
+        trimmed = protheus.trimmed(value)
+        if len(self) >= _CACHE_LIMIT:
+            self.clear()
+        self[value] = trimmed
+        return trimmed
+
+
+_short = _TrimmedCache()
+_dates: dict[Any, date | None] = {}
+_implausible: dict[date, bool] = {}
+_ZERO_MONEY = protheus.to_money(0)
+_ZERO_RATE = protheus.to_rate(0)
+_money: dict[float, Decimal] = {0.0: _ZERO_MONEY}  # zero: for a positive zero only
+_rates: dict[float, Decimal] = {0.0: _ZERO_RATE}
+
+
+def _trim(value: Any) -> str:
+    """protheus.trimmed: printable text has no control character to replace."""
+    if value.__class__ is str:
+        # Stripping first is safe: what strip removes is whitespace, control or not.
+        stripped = value.strip()
+        if stripped.isprintable():
+            return stripped  # type: ignore[no-any-return]
+    return protheus.trimmed(value)
+
+
+def _date(value: Any, name: str) -> date | None:
+    """protheus.parse_date, remembered per distinct text; its errors name the field."""
+    parsed = _dates.get(value, _MISSING)
+    if parsed is not _MISSING:
+        return parsed  # type: ignore[no-any-return]
+    try:
+        parsed = protheus.parse_date(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if value.__class__ is str:
+        if len(_dates) >= _CACHE_LIMIT:
+            _dates.clear()
+        _dates[value] = parsed
+    return parsed  # type: ignore[no-any-return]
+
+
+def _is_implausible(real_due: date) -> bool:
+    flag = _implausible.get(real_due)
+    if flag is None:
+        flag = protheus.format_date(real_due) > _LAST_DATE
+        if len(_implausible) >= _CACHE_LIMIT:
+            _implausible.clear()
+        _implausible[real_due] = flag
+    return flag
+
+
+# Equal numbers (a float and an int alike) convert alike, so floats and ints are converted once
+# per value; zero apart, as -0.0 equals 0.0 but converts to a negative zero (the caches' 0.0
+# entries are for a positive zero only). Decimals are converted each time (an exact Decimal
+# and the float equal to it may round differently).
+
+
+def _to_money(value: Any) -> Decimal:
+    """protheus.to_money."""
+    kind = value.__class__
+    if kind is float or kind is int:
+        if value:
+            money = _money.get(value)
+            if money is None:
+                money = protheus.to_money(value)
+                if len(_money) >= _CACHE_LIMIT:
+                    _money.clear()
+                    _money[0.0] = _ZERO_MONEY
+                _money[value] = money
+            return money
+        if copysign(1.0, value) > 0:
+            return _ZERO_MONEY
+    return protheus.to_money(value)
+
+
+def _to_rate(value: Any) -> Decimal:
+    """protheus.to_rate."""
+    kind = value.__class__
+    if kind is float or kind is int:
+        if value:
+            rate = _rates.get(value)
+            if rate is None:
+                rate = protheus.to_rate(value)
+                if len(_rates) >= _CACHE_LIMIT:
+                    _rates.clear()
+                    _rates[0.0] = _ZERO_RATE
+                _rates[value] = rate
+            return rate
+        if copysign(1.0, value) > 0:
+            return _ZERO_RATE
+    return protheus.to_rate(value)
 
 
 def days_late(as_of: date, due: date | None, real_due: date) -> int:
@@ -425,80 +642,154 @@ def days_late(as_of: date, due: date | None, real_due: date) -> int:
     return (as_of - (due or real_due)).days
 
 
-def _date_field(row: Row[Any], name: str) -> date | None:
-    try:
-        return protheus.parse_date(getattr(row, name))
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+def _title(
+    row: Sequence[Any], as_of: date, collectible_types: Container[str], code: str, store: str
+) -> Title:
+    """title_from_row for a row whose customer code and store (trimmed) are known.
+
+    The checks run in title_from_row's order, so a row with several faults reports the same.
+    """
+    short = _short
+    kind = short[row[_TIPO]]
+    if kind not in collectible_types:
+        raise ValueError(
+            f"E1_TIPO: type {kind!r} is not a known collectible type "
+            "(add it to source.collectible_types if it should be collected)"
+        )
+    # _to_money and _to_rate inline for the usual float: the caches hold 0.0 too, read back
+    # only for a positive zero (-0.0 equals 0.0 but converts to a negative zero).
+    money, rates = _money.get, _rates.get
+    value = row[_SALDO]
+    balance = money(value) if value.__class__ is float else None
+    if balance is None or (balance is _ZERO_MONEY and copysign(1.0, value) < 0):
+        balance = _to_money(value)
+    if balance < _ZERO_MONEY:
+        raise ValueError(f"E1_SALDO: negative balance ({balance})")
+    value = row[_PORCJUR]
+    rate = rates(value) if value.__class__ is float else None
+    if rate is None or (rate is _ZERO_RATE and copysign(1.0, value) < 0):
+        rate = _to_rate(value)
+    value = row[_VALJUR]
+    per_day = money(value) if value.__class__ is float else None
+    if per_day is None or (per_day is _ZERO_MONEY and copysign(1.0, value) < 0):
+        per_day = _to_money(value)
+    value = row[_SDACRES]
+    additions = money(value) if value.__class__ is float else None
+    if additions is None or (additions is _ZERO_MONEY and copysign(1.0, value) < 0):
+        additions = _to_money(value)
+    value = row[_SDDECRE]
+    deductions = money(value) if value.__class__ is float else None
+    if deductions is None or (deductions is _ZERO_MONEY and copysign(1.0, value) < 0):
+        deductions = _to_money(value)
+    if (
+        rate < _ZERO_RATE
+        or per_day < _ZERO_MONEY
+        or additions < _ZERO_MONEY
+        or (deductions < _ZERO_MONEY)
+    ):
+        for name, amount in (
+            ("E1_PORCJUR", rate),
+            ("E1_VALJUR", per_day),
+            ("E1_SDACRES", additions),
+            ("E1_SDDECRE", deductions),
+        ):
+            if amount < 0:
+                raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
+    real_due = _dates.get(row[_VENCREA], _MISSING)
+    if real_due is _MISSING:
+        real_due = _date(row[_VENCREA], "E1_VENCREA")
+    if real_due is None:
+        raise ValueError("real due date (E1_VENCREA) is blank")
+    if _implausible.get(real_due, True) and _is_implausible(real_due):
+        raise ValueError(f"E1_VENCREA: implausible date {real_due.isoformat()}")
+    due = _dates.get(row[_VENCTO], _MISSING)
+    if due is _MISSING:
+        due = _date(row[_VENCTO], "E1_VENCTO")
+    number = _trim(row[_NUM])
+    issued = _dates.get(row[_EMISSAO], _MISSING)
+    if issued is _MISSING:
+        issued = _date(row[_EMISSAO], "E1_EMISSAO")
+    value = row[_VALOR]
+    amount = money(value) if value.__class__ is float else None
+    if amount is None or (amount is _ZERO_MONEY and copysign(1.0, value) < 0):
+        amount = _to_money(value)
+    value = row[_ABATEMENTS]  # an int 0 where SQL's COALESCE gave no sum
+    abatements = money(value) if value.__class__ is float or value.__class__ is int else None
+    if abatements is None or (abatements is _ZERO_MONEY and copysign(1.0, value) < 0):
+        abatements = _to_money(value)
+    days_from_due = (as_of - real_due).days
+    return trusted(Title, {
+        "branch": short[row[_FILIAL]],
+        "prefix": short[row[_PREFIXO]],
+        "number": number,
+        "installment": short[row[_PARCELA]],
+        "type": kind,
+        "customer_code": code,
+        "customer_store": store,
+        "issue_date": issued,
+        "due_date": due,
+        "real_due_date": real_due,
+        "value": amount,
+        "balance": balance,
+        "abatements": abatements,
+        "situation": short[row[_SITUACA]],
+        "days_from_due": days_from_due,
+        "days_late": (
+            0 if days_from_due <= 0
+            else days_from_due if due is None or due == real_due
+            else (as_of - due).days
+        ),
+        "recno": int(row[_RECNO]),
+        "interest_rate": rate,
+        "interest_per_day": per_day,
+        "additions": additions,
+        "deductions": deductions,
+        "typeable_line": _trim(row[_CODDIG]),
+        "barcode": _trim(row[_CODBAR]),
+    })  # fmt: skip
 
 
 def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str]) -> Title:
-    """One SE1 row as a Title, or ValueError saying which field makes it unusable."""
-    t = protheus.trimmed
-    if t(row.E1_TIPO) not in collectible_types:
-        raise ValueError(
-            f"E1_TIPO: type {t(row.E1_TIPO)!r} is not a known collectible type "
-            "(add it to source.collectible_types if it should be collected)"
-        )
-    balance = protheus.to_money(row.E1_SALDO)
-    if balance < 0:
-        raise ValueError(f"E1_SALDO: negative balance ({balance})")
-    charges = {
-        "E1_PORCJUR": protheus.to_rate(row.E1_PORCJUR),
-        "E1_VALJUR": protheus.to_money(row.E1_VALJUR),
-        "E1_SDACRES": protheus.to_money(row.E1_SDACRES),
-        "E1_SDDECRE": protheus.to_money(row.E1_SDDECRE),
-    }
-    for name, amount in charges.items():
-        if amount < 0:
-            raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
-    real_due = _date_field(row, "E1_VENCREA")
-    if real_due is None:
-        raise ValueError("real due date (E1_VENCREA) is blank")
-    if protheus.format_date(real_due) > _LAST_DATE:
-        raise ValueError(f"E1_VENCREA: implausible date {real_due.isoformat()}")
-    due = _date_field(row, "E1_VENCTO")
-    return Title(
-        branch=t(row.E1_FILIAL),
-        prefix=t(row.E1_PREFIXO),
-        number=t(row.E1_NUM),
-        installment=t(row.E1_PARCELA),
-        type=t(row.E1_TIPO),
-        customer_code=t(row.E1_CLIENTE),
-        customer_store=t(row.E1_LOJA),
-        issue_date=_date_field(row, "E1_EMISSAO"),
-        due_date=due,
-        real_due_date=real_due,
-        value=protheus.to_money(row.E1_VALOR),
-        balance=balance,
-        abatements=protheus.to_money(row.abatements),
-        situation=t(row.E1_SITUACA),
-        days_from_due=(as_of - real_due).days,
-        days_late=days_late(as_of, due, real_due),
-        recno=int(row.R_E_C_N_O_),
-        interest_rate=charges["E1_PORCJUR"],
-        interest_per_day=charges["E1_VALJUR"],
-        additions=charges["E1_SDACRES"],
-        deductions=charges["E1_SDDECRE"],
-        typeable_line=t(row.E1_CODDIG),
-        barcode=t(row.E1_CODBAR),
-    )
+    """One SE1 row (of ``ProtheusSource.statement``) as a Title, or ValueError saying which
+    field makes it unusable."""
+    return _title(row, as_of, collectible_types, _trim(row[_CLIENTE]), _trim(row[_LOJA]))
+
+
+def _customer(row: Sequence[Any], code: str, store: str) -> Customer:
+    """customer_from_row for a row whose customer code and store (trimmed) are known."""
+    trim, trimmed = _trim, protheus.trimmed
+    # The billing address is used only when all five of its fields are filled (FINR811A).
+    chosen = []
+    for value in row[_A1 + 10 : _A1 + 15]:  # A1_ENDCOB, A1_BAIRROC, A1_MUNC, A1_ESTC, A1_CEPC
+        text = trim(value)
+        if not text:
+            # A1_END, A1_BAIRRO, A1_MUN, A1_EST, A1_CEP
+            chosen = [trim(v) for v in row[_A1 + 5 : _A1 + 10]]
+            break
+        chosen.append(text)
+    address = trusted(Address, dict(zip(_ADDRESS_FIELDS, chosen, strict=True)))
+    # A1_NOME, A1_NREDUZ, A1_PESSOA, A1_CGC, A1_EMAIL (_trim, inline)
+    name, short_name, person, tax_id, emails = (
+        text if value.__class__ is str and (text := value.strip()).isprintable()
+        else trimmed(value)
+        for value in row[_A1 : _A1 + 5]
+    )  # fmt: skip
+    return trusted(Customer, {
+        "code": code,
+        "store": store,
+        "name": name,
+        "short_name": short_name,
+        "tax_id": tax_id,
+        "person_type": person,
+        "raw_emails": emails,
+        "address": address,
+        "blocked": _short[row[_A1 + 15]] == "1",
+    })  # fmt: skip
+
+
+_ADDRESS_FIELDS = ("street", "district", "city", "state", "zip_code")
 
 
 def customer_from_row(row: Row[Any]) -> Customer:
-    t = protheus.trimmed
-    billing = (row.A1_ENDCOB, row.A1_BAIRROC, row.A1_MUNC, row.A1_ESTC, row.A1_CEPC)
-    main = (row.A1_END, row.A1_BAIRRO, row.A1_MUN, row.A1_EST, row.A1_CEP)
-    # The billing address is used only when all five of its fields are filled (FINR811A).
-    chosen = billing if all(t(v) for v in billing) else main
-    return Customer(
-        code=t(row.E1_CLIENTE),
-        store=t(row.E1_LOJA),
-        name=t(row.A1_NOME),
-        short_name=t(row.A1_NREDUZ),
-        tax_id=t(row.A1_CGC),
-        person_type=t(row.A1_PESSOA),
-        raw_emails=t(row.A1_EMAIL),
-        address=Address(*(t(v) for v in chosen)),
-        blocked=t(row.A1_MSBLQL) == "1",
-    )
+    """The customer (SA1 columns) of a row of ``ProtheusSource.statement``."""
+    return _customer(row, _trim(row[_CLIENTE]), _trim(row[_LOJA]))

@@ -1,17 +1,25 @@
-"""Write each message as an .eml file: the demo default, and a spool for another mailer."""
+"""Write each message as an .eml file: the demo default, and a spool for another mailer.
+
+Letters are written in batches: each one to a hidden temporary file; ``flush`` then makes the
+whole batch durable with one filesystem sync, renames each file to its final ``.eml`` name and
+syncs the folder. A final name therefore always holds a complete, durable letter, and it exists
+exactly when the letter was delivered — which is how a run after a crash tells.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
 import tempfile
-from collections.abc import Sequence
-from email.message import EmailMessage
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
+from ..mail import OutgoingMessage
 from ..models import DeliveryReceipt
-from . import DeliveryError, Failure
+from . import DeliveryError, Failure, FlushError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -19,8 +27,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 class OutboxTransport:
     name = "outbox"
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, batch_size: int = 200):
         self.directory = directory
+        self.batch_size = batch_size  # the files prove what was delivered: batches are safe
+        self._pending: list[tuple[str, Path, Path]] = []  # (message id, temporary, final)
 
     def __enter__(self) -> Self:
         try:
@@ -31,34 +41,85 @@ class OutboxTransport:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        return None
+        """Letters never flushed were not delivered: their temporary files go."""
+        for _, temporary, _ in self._pending:
+            temporary.unlink(missing_ok=True)
+        self._pending.clear()
 
     def path_for(self, message_id: str) -> Path:
         return self.directory / (_UNSAFE.sub("_", message_id.strip().strip("<>")) + ".eml")
 
     def delivered(self, message_id: str) -> bool:
-        """The write is atomic, so the file exists exactly when the letter was delivered."""
+        """A final name exists exactly when the letter was delivered (see the module's doc)."""
         return self.path_for(message_id).exists()
 
-    def send(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryReceipt:
-        """Write atomically (temporary file, fsync, rename): a crash never leaves half a letter."""
-        target = self.path_for(str(message["Message-ID"]))
+    def send(self, message: OutgoingMessage) -> DeliveryReceipt:
+        """Write the letter under a temporary name; ``flush`` delivers it."""
+        target = self.path_for(message.message_id)
         try:
             # Not *.eml until complete: a spool consumer never takes a half-written letter.
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
         except OSError as exc:
             reason = f"cannot write to outbox {self.directory}: {exc.strerror}"
             raise DeliveryError(reason) from None
+        temporary = Path(name)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(message.as_bytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
+                handle.write(message.data)
         except OSError as exc:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise DeliveryError(f"cannot write {target}: {exc.strerror}") from None
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            temporary.unlink(missing_ok=True)
             raise
+        self._pending.append((message.message_id, temporary, target))
         return DeliveryReceipt(transport=self.name, detail=str(target))
+
+    def flush(self) -> None:
+        """Sync the batch's data, rename each file to its final name, sync the folder."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        done = 0
+        try:
+            folder = os.open(self.directory, os.O_RDONLY)
+            try:
+                _sync_filesystem(folder)
+                for _, temporary, target in pending:
+                    os.replace(temporary, target)
+                    done += 1
+                os.fsync(folder)
+            finally:
+                os.close(folder)
+        except OSError as exc:
+            for _, temporary, _ in pending[done:]:
+                temporary.unlink(missing_ok=True)
+            undelivered = frozenset(message_id for message_id, _, _ in pending[done:])
+            if done == len(pending):  # all renamed, only the folder's sync failed
+                undelivered = frozenset()
+            raise FlushError(
+                f"cannot finish writing to outbox {self.directory}: {exc.strerror}", undelivered
+            ) from None
+
+
+def _sync_filesystem(fd: int) -> None:
+    """syncfs(2): one call makes every file written to this filesystem durable."""
+    if _syncfs is None:
+        os.sync()
+        return
+    if _syncfs(fd) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    library = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(library, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None  # not Linux: os.sync() instead
+    function.argtypes = [ctypes.c_int]
+    return function
+
+
+_syncfs = _load_syncfs()

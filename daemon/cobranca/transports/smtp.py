@@ -14,14 +14,12 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from typing import Self
 
 import yagmail
 
 from ..config import Smtp
+from ..mail import OutgoingMessage
 from ..models import DeliveryReceipt
 from . import DeliveryError, Failure
 
@@ -31,6 +29,7 @@ _CONNECTION_ERRORS = (smtplib.SMTPServerDisconnected, OSError)
 
 class SmtpTransport:
     name = "smtp"
+    batch_size = 1  # nobody can tell after a crash whether a letter went out: one at a time
 
     def __init__(self, settings: Smtp, from_address: str):
         self.settings = settings
@@ -88,11 +87,11 @@ class SmtpTransport:
             except (smtplib.SMTPException, OSError):
                 client.smtp.close()
 
-    def send(self, message: EmailMessage, recipients: Sequence[str]) -> DeliveryReceipt:
+    def send(self, message: OutgoingMessage) -> DeliveryReceipt:
         """One SMTP transaction; on a connection error the next send reconnects."""
         smtp = self._client.smtp if self._client is not None else self._connect()
         try:
-            return self._transaction(smtp, message, recipients)
+            return self._transaction(smtp, message)
         except DeliveryError as exc:
             # After anything but a clean 5xx refusal the connection is suspect (a 421 closes
             # it): the next try starts on a new one.
@@ -105,10 +104,11 @@ class SmtpTransport:
         if client is not None and client.smtp is not None:
             client.smtp.close()
 
-    def _transaction(
-        self, smtp: smtplib.SMTP, message: EmailMessage, recipients: Sequence[str]
-    ) -> DeliveryReceipt:
-        data = message.as_bytes(policy=SMTP_POLICY)
+    def flush(self) -> None:
+        """Nothing to do: the server's 250 after the data already made each message final."""
+
+    def _transaction(self, smtp: smtplib.SMTP, message: OutgoingMessage) -> DeliveryReceipt:
+        data, recipients = message.data, message.recipients
         try:
             smtp.ehlo_or_helo_if_needed()
             code, reply = smtp.mail(self.from_address)

@@ -1,0 +1,379 @@
+"""Letters claimed, written and recorded in batches (the outbox), and the history's batch writes.
+
+A transport that can prove after a crash what it delivered (the outbox's files) lets the runner
+claim a batch, write every file, make them durable together, then record the whole batch in one
+transaction. These tests hold it to what one-by-one delivery promised: a letter not tried goes
+back to planned untouched, a batch that could not be made durable is recorded as not sent, the
+audit chain verifies, and several processes on one PostgreSQL history send each letter once.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from email import message_from_bytes, policy
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, event, select, text
+
+from cobranca.audit import verify
+from cobranca.config import Delivery, load_config
+from cobranca.demo import write_demo_database
+from cobranca.history import (
+    HistoryStore,
+    LetterFinish,
+    LetterOutcome,
+    LetterTitleRecord,
+    PlanEntry,
+)
+from cobranca.mail import build_message
+from cobranca.models import Disposition, InlineImage, LetterStatus, RenderedLetter
+from cobranca.plan import plan_letter
+from cobranca.runner import run_layouts
+from cobranca.source import ProtheusSource
+from cobranca.transports import outbox as outbox_module
+from conftest import AS_OF, LAYOUTS, REPO, config_data, customers_owed_an_email, write_config
+
+SP = ZoneInfo("America/Sao_Paulo")
+FIRST_NOTICE = [layout for layout in LAYOUTS if layout["name"] == "primeiro-aviso"]
+
+
+def _config_path(tmp_path: Path, source: str, *, batch: int = 200, history: str = "") -> Path:
+    data = config_data(
+        source_url=source,
+        history_url=history or f"sqlite:///{tmp_path / 'h.db'}",
+        outbox=tmp_path / "outbox",
+        layouts=FIRST_NOTICE,
+    )
+    data["delivery"]["outbox"]["batch_size"] = batch
+    return write_config(tmp_path / "c.yaml", data)
+
+
+def _eml_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.eml")) if folder.exists() else []
+
+
+def _letters(history_url: str) -> list[tuple[int, str, int, str, str]]:
+    history = HistoryStore(history_url)
+    try:
+        return [(r.id, r.status, r.attempts, r.reason, r.message_id) for r in history.letters()]
+    finally:
+        history.close()
+
+
+def _audit_ok(history_url: str) -> None:
+    history = HistoryStore(history_url)
+    try:
+        result = verify(history)
+    finally:
+        history.close()
+    assert result.ok, result.problems
+
+
+# --- the runner ----------------------------------------------------------------------------
+
+
+def test_window_closing_mid_batch_puts_the_untried_letters_back_untouched(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    data = config_data(source_url=demo_sqlite, history_url=f"sqlite:///{tmp_path / 'h.db'}",
+                       outbox=tmp_path / "outbox", layouts=FIRST_NOTICE)  # fmt: skip
+    data["calendar"] = {}  # the defaults: business days, 08:00–18:00
+    config = load_config(write_config(tmp_path / "c.yaml", data))
+    clock = iter([datetime(2026, 12, 4, 17, 59, tzinfo=SP)] * 4)
+
+    def now() -> datetime:  # the run's check, then three letters; then the window closes
+        return next(clock, datetime(2026, 12, 4, 18, 0, tzinfo=SP))
+
+    result = run_layouts(config, as_of=AS_OF, now=now).results[0]
+
+    assert result.sent == 3
+    assert "outside the send window" in result.window_closed
+    assert len(_eml_files(tmp_path / "outbox")) == 3
+    letters = _letters(config.history.engine_url())
+    planned = [letter for letter in letters if letter[1] == LetterStatus.PLANNED]
+    assert len(planned) == result.left_planned > 0
+    # Claimed with the batch but never tried: not an attempt, and the reason says why.
+    assert all(attempts == 0 for _, _, attempts, _, _ in planned)
+    assert all("outside the send window" in reason for _, _, _, reason, _ in planned)
+    assert not list((tmp_path / "outbox").glob(".tmp-*")), "no temporary file left behind"
+    _audit_ok(config.history.engine_url())
+
+    later = run_layouts(config, as_of=AS_OF, ignore_calendar=True).results[0]
+    assert later.sent == len(planned)
+    files = _eml_files(tmp_path / "outbox")
+    assert len(files) == result.sent + later.sent
+    assert {f.stem for f in files} == {
+        outbox_module.OutboxTransport(tmp_path / "outbox").path_for(mid).stem
+        for _, status, _, _, mid in _letters(config.history.engine_url())
+        if status == LetterStatus.SENT
+    }
+
+
+def test_a_batch_that_cannot_be_made_final_is_recorded_not_sent_and_sent_next_run(
+    demo_sqlite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(_config_path(tmp_path, demo_sqlite, batch=5))
+    real_replace = os.replace
+    renames = 0
+
+    def replace_failing_from_the_seventh(source: str, target: str) -> None:
+        nonlocal renames
+        renames += 1
+        if renames >= 7:  # the disk fills up in the middle of the second batch
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_replace(source, target)
+
+    monkeypatch.setattr(outbox_module.os, "replace", replace_failing_from_the_seventh)
+    first = run_layouts(config, as_of=AS_OF).results[0]
+    monkeypatch.undo()
+
+    # The first batch and one letter of the second were renamed into place; the other four
+    # are recorded as not sent, and the layout stops: the rest stay planned.
+    assert (first.sent, first.failed) == (6, 4)
+    assert "cannot finish writing to outbox" in first.error
+    assert all("cannot finish writing to outbox" in why for _, why in first.failures)
+    assert first.left_planned > 0
+    assert len(_eml_files(tmp_path / "outbox")) == 6
+    assert not list((tmp_path / "outbox").glob(".tmp-*"))
+    statuses = Counter(status for _, status, _, _, _ in _letters(config.history.engine_url()))
+    assert (statuses["sent"], statuses["failed_temporary"]) == (6, 4)
+    assert statuses["planned"] == first.left_planned
+
+    second = run_layouts(config, as_of=AS_OF).results[0]
+    assert second.sent == 4 + first.left_planned
+    files = _eml_files(tmp_path / "outbox")
+    assert len(files) == 6 + second.sent
+    ids = [str(message_from_bytes(f.read_bytes())["Message-ID"]).strip() for f in files]
+    assert len(set(ids)) == len(ids)
+    _audit_ok(config.history.engine_url())
+
+
+# --- the history's batch writes ----------------------------------------------------------------
+
+
+def _planned_letters(config_path: Path) -> list:
+    config = load_config(config_path)
+    layout = config.layouts[0]
+    source = ProtheusSource(config.source)
+    try:
+        letters = [
+            plan_letter(group, layout, AS_OF, None)
+            for group in source.customers_titles(layout.selection, AS_OF)
+        ]
+    finally:
+        source.close()
+    return [letter for letter in letters if letter.disposition is Disposition.SEND]
+
+
+def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    path = _config_path(tmp_path, demo_sqlite)
+    letters = _planned_letters(path)
+    assert len(letters) >= 4
+    url = load_config(path).history.engine_url()
+    history = HistoryStore(url)
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+
+        def entry(letter: object, n: int) -> PlanEntry:
+            return PlanEntry(letter, f"<{n}@test>", "outbox", LetterStatus.PLANNED)  # type: ignore[arg-type]
+
+        first_ids = history.record_plans(run_id, [entry(x, n) for n, x in enumerate(letters[:2])])
+        assert all(first_ids)
+        sent, failed = first_ids
+        claimed = {c.id for c in history.claim_batch("primeiro-aviso", AS_OF, 10)}
+        assert claimed == {sent, failed}
+        history.finish_letters([
+            LetterFinish(sent, LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(SP))),
+            LetterFinish(failed, LetterOutcome(LetterStatus.FAILED_TEMPORARY, "421 busy")),
+        ])  # fmt: skip
+
+        again = history.record_plans(run_id, [entry(x, 10 + n) for n, x in enumerate(letters)])
+
+        assert again[0] is None  # today's letter went out: no second one
+        assert again[1] == failed  # the same row, planned again
+        assert all(again[2:]) and len(set(again[2:])) == len(letters) - 2
+        by_id = {letter_id: status for letter_id, status, _, _, _ in _letters(url)}
+        assert by_id[sent] == "sent" and by_id[failed] == "planned"
+        events = [e.reason for e in history.events(failed)]
+        assert events[-1].startswith("planned again")
+    finally:
+        history.close()
+    _audit_ok(url)
+
+
+def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    path = _config_path(tmp_path, demo_sqlite)
+    letters = [x for x in _planned_letters(path) if len(x.titles) >= 2][:2]
+    assert len(letters) == 2
+    url = load_config(path).history.engine_url()
+    history = HistoryStore(url)
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+        entries = [
+            PlanEntry(x, f"<{n}@test>", "outbox", LetterStatus.PLANNED)
+            for n, x in enumerate(letters)
+        ]
+        same, shorter = history.record_plans(run_id, entries)
+        history.claim_batch("primeiro-aviso", AS_OF, 10)
+
+        def title_keys(letter_id: int) -> list[str]:
+            with history.engine.connect() as connection:
+                return list(
+                    connection.scalars(
+                        select(LetterTitleRecord.title_key)
+                        .where(LetterTitleRecord.letter_id == letter_id)
+                        .order_by(LetterTitleRecord.id)
+                    )
+                )
+
+        deletes: list[object] = []
+
+        def watch(_conn: object, _cursor: object, statement: str, parameters: object,
+                  *_: object) -> None:  # fmt: skip
+            if statement.startswith("DELETE FROM cobranca_letter_titles"):
+                deletes.append(parameters)
+
+        event.listen(history.engine, "before_cursor_execute", watch)
+        before_same, before_shorter = title_keys(same), title_keys(shorter)
+        outcome = LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(SP))
+        history.finish_letters([
+            LetterFinish(same, outcome, subject="s", titles=letters[0].titles, raw_message="m1"),
+            LetterFinish(shorter, outcome, subject="s", titles=letters[1].titles[1:],
+                         raw_message="m2"),
+        ])  # fmt: skip
+        event.remove(history.engine, "before_cursor_execute", watch)
+
+        assert title_keys(same) == before_same
+        assert title_keys(shorter) == before_shorter[1:]
+        # Only the changed list was deleted and written again.
+        assert deletes == [(shorter,)], deletes
+        record = history.letter(shorter)
+        assert record is not None
+        assert record.total == sum(t.net_balance for t in letters[1].titles[1:])
+    finally:
+        history.close()
+    _audit_ok(url)
+
+
+# --- the message --------------------------------------------------------------------------------
+
+# Lines of any text, with what is special in MIME bodies: dots and "From " at line starts,
+# "=" and "--", trailing blanks, long lines.
+LINE = st.lists(
+    st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\r"),
+            max_size=40)
+    | st.sampled_from([" ", "\t", ".", "=", "=_", "--", "From ", "=\u00e9="]),
+    max_size=6,
+).map("".join)  # fmt: skip
+LINES = st.lists(LINE, max_size=12).map("\n".join)
+
+
+@functools.cache
+def _delivery(folder: Path) -> Delivery:
+    return load_config(_config_path(folder, "sqlite:///unused.db")).delivery
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=LINES, html=LINES, image=st.binary(min_size=1, max_size=600))
+def test_message_bodies_come_back_exactly_and_every_line_is_short(
+    text: str, html: str, image: bytes, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    delivery = _delivery(tmp_path_factory.getbasetemp())
+    rendered = RenderedLetter(subject="Aviso – São Paulo", html=html, text=text)
+    pix = InlineImage(content_id="pix.1@credora.example", content=image, filename="pix.png")
+    message = build_message(
+        rendered, ["a@example.com", "b@example.com"], delivery, "<x.1@credora.example>",
+        datetime(2026, 12, 4, 9, 0, tzinfo=SP), "primeiro-aviso",
+        [("carta.pdf", b"%PDF-1.4 " + image)], [pix],
+    )  # fmt: skip
+
+    assert all(len(line) <= 78 for line in message.data.split(b"\r\n"))
+    assert b"\n" not in message.data.replace(b"\r\n", b"")  # CRLF line ends only
+    parsed = message_from_bytes(message.data, policy=policy.default)
+    assert all(not part.defects for part in parsed.walk())
+    assert parsed["To"] == "a@example.com, b@example.com"
+    for subtype, sent in (("plain", text), ("html", html)):
+        body = parsed.get_body((subtype,))
+        assert body is not None
+        assert body.get_content().replace("\r\n", "\n") == sent
+    inline = [p for p in parsed.walk() if p.get_content_type() == "image/png"]
+    assert [p.get_content() for p in inline] == [image]
+    assert inline[0]["Content-ID"] == "<pix.1@credora.example>"
+    pdfs = [p.get_content() for p in parsed.iter_attachments()]
+    assert pdfs == [b"%PDF-1.4 " + image]
+
+
+# --- several processes on one PostgreSQL history ----------------------------------------------
+
+
+@pytest.mark.postgres
+def test_three_outbox_senders_one_killed_each_letter_written_once(
+    postgres_url: Callable[[], str], tmp_path: Path
+) -> None:
+    history_url = postgres_url()
+    source_url = f"sqlite:///{tmp_path / 'protheus.db'}"
+    write_demo_database(source_url, customers=600, seed=3, as_of=AS_OF)
+    path = _config_path(tmp_path, source_url, batch=5, history=history_url)
+    owed = customers_owed_an_email(path, AS_OF)
+    assert len(owed) > 100
+    command = [sys.executable, "-m", "cobranca", "run", "--config", str(path),
+               "--as-of", AS_OF.isoformat(), "--format", "json"]  # fmt: skip
+    outbox = tmp_path / "outbox"
+    senders = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+        for _ in range(3)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while len(_eml_files(outbox)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        victim = senders[0]
+        victim.send_signal(signal.SIGKILL)
+        outputs = [sender.communicate(timeout=180) for sender in senders[1:]]
+    finally:
+        for sender in senders:
+            if sender.poll() is None:
+                sender.kill()
+    assert victim.wait(timeout=10) == -signal.SIGKILL
+    for (out, err), sender in zip(outputs, senders[1:], strict=True):
+        assert sender.returncode in (0, 1) and b"Traceback" not in err, err.decode()
+        json.loads(out)
+    # The next run settles the killed sender's batch from its files and sends what it left.
+    recovery = subprocess.run(command, capture_output=True, cwd=REPO, timeout=180)
+    assert recovery.returncode == 0, recovery.stderr.decode()
+
+    engine = create_engine(history_url)
+    try:
+        with engine.connect() as connection:
+            rows = list(connection.execute(text(
+                "SELECT customer_code || '/' || customer_store, status, message_id "
+                "FROM cobranca_letters WHERE transport = 'outbox'"
+            )))  # fmt: skip
+    finally:
+        engine.dispose()
+    assert sorted(who for who, _, _ in rows) == sorted(owed)
+    assert Counter(status for _, status, _ in rows) == {"sent": len(owed)}, "none in doubt"
+    written = Counter(
+        str(message_from_bytes(f.read_bytes())["Message-ID"]).strip() for f in _eml_files(outbox)
+    )
+    assert set(written) == {message_id for _, _, message_id in rows}
+    assert set(written.values()) == {1}
+    _audit_ok(history_url)
