@@ -31,7 +31,8 @@ test: $(STAMP) $(MIN_STAMP)
 	$(BIN)/pytest
 	$(MIN_VENV)/bin/pytest -q -p no:cacheprovider tests/test_daily_run.py tests/test_config.py \
 		tests/test_smtp_transport.py tests/test_scheduler.py tests/test_audit.py tests/test_pdf.py \
-		tests/test_letter_content.py tests/test_calendar.py tests/test_businessdays.py
+		tests/test_letter_content.py tests/test_calendar.py tests/test_businessdays.py \
+		tests/test_batches.py
 
 $(MIN_STAMP): pyproject.toml .ci/constraints-min.txt
 	$(PYTHON) -m venv $(MIN_VENV)

@@ -7,6 +7,7 @@ their check digits are worked out by hand below, not by the module under test.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from cobranca.boleto import (
     Boleto,
     BoletoError,
+    _digits_of,
     barcode_to_line,
     boleto_from_title,
     due_date_from_factor,
@@ -449,3 +451,52 @@ def test_single_digit_change_in_line(
     else:
         with pytest.raises(BoletoError, match=r"general check digit \(field 4\)"):
             parse_boleto(changed)
+
+
+# --- the fast paths give what the plain definitions give -----------------------------------
+
+
+def _mod10_by_definition(digits: str) -> int:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        product = int(char) * (2 if position % 2 == 0 else 1)
+        total += product // 10 + product % 10
+    return (10 - total % 10) % 10
+
+
+def _mod11_by_definition(digits: str) -> int:
+    total = sum(int(char) * (2 + position % 8) for position, char in enumerate(reversed(digits)))
+    result = 11 - total % 11
+    return 1 if result in (0, 10, 11) else result
+
+
+@given(st.text(alphabet="0123456789", max_size=60))
+def test_check_digits_match_their_definitions(digits: str) -> None:
+    assert mod10(digits) == _mod10_by_definition(digits)
+    assert mod11_barcode(digits) == _mod11_by_definition(digits)
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789 .-/\t\u00a0\u2007xX+$,;:_()"), max_size=60))
+def test_digits_of_typed_text_as_the_character_rules_say(text: str) -> None:
+    """Digits kept; spaces and punctuation (Unicode Z and P) dropped; anything else refused."""
+    rejected = [
+        c
+        for c in text
+        if not ("0" <= c <= "9" or c.isspace() or unicodedata.category(c)[0] in "PZ")
+    ]
+    if rejected:
+        with pytest.raises(BoletoError, match="non-digit"):
+            _digits_of(text)
+    else:
+        assert _digits_of(text) == "".join(c for c in text if "0" <= c <= "9")
+
+
+def test_title_with_its_own_barcode_and_with_a_different_one() -> None:
+    boleto = parse_boleto(BB_PRINTED)
+    assert boleto_from_title(BB_PRINTED, boleto.barcode) == boleto
+    assert boleto_from_title(BB_PRINTED, f"  {boleto.barcode}  ") == boleto
+    assert boleto_from_title(BB_PRINTED, "not a barcode") == boleto  # unreadable: ignored
+    other = boleto.barcode[:-1] + str((int(boleto.barcode[-1]) + 1) % 10)
+    other = other[:4] + str(mod11_barcode(other[:4] + other[5:])) + other[5:]
+    with pytest.raises(BoletoError, match="disagree"):
+        boleto_from_title(BB_PRINTED, other)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import random
 from decimal import Decimal
 
 import pytest
+import segno
 import zxingcpp
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,6 +18,7 @@ from cobranca.pix import (
     MAX_NAME,
     PixError,
     PixReceiver,
+    _qr_symbol,
     ascii_text,
     brcode,
     classify_key,
@@ -26,6 +29,7 @@ from cobranca.pix import (
     parse_brcode,
     pix_key,
     pix_receiver,
+    qr_modules,
     qr_png,
     sanitize_txid,
 )
@@ -421,6 +425,116 @@ def test_qr_longest_code(receiver: PixReceiver) -> None:
 def test_qr_rejects_bad_payload(payload: str) -> None:
     with pytest.raises(PixError):
         qr_png(payload)
+
+
+def _bitwise_crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE straight from its definition, to check the library one against."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+@given(st.binary(max_size=300))
+def test_crc16_matches_its_definition(data: bytes) -> None:
+    assert crc16_ccitt_false(data) == _bitwise_crc16(data)
+
+
+# Payload lengths that fill each QR version 1..40 (byte mode, level M) exactly, or nearly:
+# the most a version takes is its data codewords minus the mode and length header.
+_QR_DATA_CODEWORDS_M = (
+    16, 28, 44, 64, 86, 108, 124, 154, 182, 216, 254, 290, 334, 365, 415, 453, 507, 563,
+    627, 669, 714, 782, 860, 914, 1000, 1062, 1128, 1193, 1267, 1373, 1455, 1541, 1631,
+    1725, 1812, 1914, 1992, 2102, 2216, 2334,
+)  # fmt: skip
+_QR_FULL = [n - (2 if version < 10 else 3) for version, n in enumerate(_QR_DATA_CODEWORDS_M, 1)]
+
+
+def _random_text(length: int, alphabet: str, seed: int) -> str:
+    chooser = random.Random(seed)
+    return "".join(chooser.choice(alphabet) for _ in range(length))
+
+
+def _zxing_modules(payload: str) -> list[str]:
+    """The same symbol drawn by zxing-cpp's writer (level M, mask 0), as rows of 0/1."""
+    barcode = zxingcpp.create_barcode(
+        payload, zxingcpp.BarcodeFormat.QRCode, ec_level="M", data_mask=0
+    )
+    image = barcode.to_image(scale=1, add_quiet_zones=False)
+    height, width = image.shape[:2]
+    pixels = bytes(memoryview(image))
+    return [
+        "".join("1" if pixels[y * width + x] < 128 else "0" for x in range(width))
+        for y in range(height)
+    ]
+
+
+@pytest.mark.skipif(
+    not hasattr(zxingcpp, "create_barcode"), reason="zxing-cpp without its writer (< 3.0)"
+)
+@pytest.mark.parametrize("version", range(1, 41))
+def test_qr_symbol_is_module_for_module_what_zxing_writes(version: int) -> None:
+    """An independent encoder gives the very same symbol: data, Reed-Solomon blocks and their
+    interleaving, function patterns, format and version information. Lower-case letters only,
+    so that zxing-cpp also writes it in byte mode, without ECI (as the module does)."""
+    full = _QR_FULL[version - 1]
+    for length in (full, full - 1, max(1, full - 9)):
+        payload = _random_text(length, "abcdefghijklmnopqrstuvwxyz.@-", seed=length)
+        rows = qr_modules(payload)
+        assert len(rows) == 17 + 4 * version
+        assert rows == _zxing_modules(payload)
+
+
+@pytest.mark.parametrize("version", [1, 2, 6, 7, 8, 9, 10, 14, 21, 27, 40])
+def test_qr_function_patterns_match_segno(version: int) -> None:
+    """Finders, separators, timing and alignment patterns, format (level M, mask 0) and version
+    information are where segno puts them. (Not the data: segno adds a zero byte before the
+    pad codewords when the data ends on a byte boundary, which readers skip over.)"""
+    payload = _random_text(_QR_FULL[version - 1], "abcdefghijklmnopqrstuvwxyz", seed=version)
+    reference = segno.make_qr(payload, error="m", boost_error=False, mask=0, mode="byte")
+    assert reference.version == version
+    grid, order = _qr_symbol(version)
+    rows = qr_modules(payload)
+    fixed = 0
+    for r, row in enumerate(reference.matrix):
+        for c, value in enumerate(row):
+            if grid[r][c] is not None:
+                assert grid[r][c] == value == int(rows[r][c]), (r, c)
+                fixed += 1
+    assert fixed + len(order) == len(rows) ** 2
+
+
+@pytest.mark.parametrize("version", [1, 5, 8, 9, 10, 20, 40])
+@pytest.mark.parametrize(("scale", "border"), [(5, 4), (1, 4), (3, 0), (7, 2)])
+def test_qr_png_of_every_size_decodes(version: int, scale: int, border: int) -> None:
+    payload = _random_text(_QR_FULL[version - 1], "ABCDEFabcdef0123456789 .:/*-", seed=version)
+    png = qr_png(payload, scale=scale, border=border)
+    image = Image.open(io.BytesIO(png))
+    assert image.size == ((17 + 4 * version + 2 * border) * scale,) * 2
+    assert image.mode == "1"
+    if border == 0:  # readers want a quiet zone: give it one to read the symbol itself
+        framed = Image.new("1", (image.width + 8 * scale, image.height + 8 * scale), 1)
+        framed.paste(image, (4 * scale, 4 * scale))
+        image = framed
+    assert [b.text for b in zxingcpp.read_barcodes(image)] == [payload]
+
+
+def test_qr_png_pixels_are_the_modules_scaled() -> None:
+    rows = qr_modules(MANUAL_VECTOR, border=4)
+    image = Image.open(io.BytesIO(qr_png(MANUAL_VECTOR, scale=3, border=4))).convert("L")
+    for y in range(image.height):
+        for x in range(image.width):
+            dark = rows[y // 3][x // 3] == "1"
+            assert image.getpixel((x, y)) == (0 if dark else 255)
+
+
+def test_qr_too_long_payload() -> None:
+    with pytest.raises(PixError, match="too many"):
+        qr_png("a" * 2332)
+    assert qr_modules("a" * 2331)
 
 
 # --- property ------------------------------------------------------------------------------

@@ -11,12 +11,15 @@ import shutil
 import subprocess
 import tempfile
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from sqlalchemy import (
     Column,
     DateTime,
@@ -51,6 +54,13 @@ REPORT_LAYOUTS: list[dict[str, Any]] = [
 # Days from the letter to the write-off → in which windows (7, 15, 30) the título counts.
 PAYMENTS = {3: (7, 15, 30), 10: (15, 30), 20: (30,), 40: (), -1: ()}
 HOSTILE_KIND = '<img src=x onerror="alert(1)">'
+
+
+@pytest.fixture(autouse=True)
+def _on_the_day_of_the_run() -> Iterator[None]:
+    """Letters go out, and customers answer, on AS_OF: the day the reports ask about."""
+    with time_machine.travel(datetime.combine(AS_OF, time(10), ZoneInfo("America/Sao_Paulo"))):
+        yield
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ all give K = 1, so a rare single-digit change of factor or amount cannot be dete
 
 from __future__ import annotations
 
+import operator
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -61,14 +62,17 @@ def _require_digits(digits: str) -> None:
         raise BoletoError("non-digit characters")
 
 
+# Digit d weighted 2, with a two-digit product counting the sum of its digits.
+_DOUBLED = {str(d): (2 * d) // 10 + (2 * d) % 10 for d in range(10)}
+# Weights of mod11_barcode from the right (2..9, cycling), for up to 43 digits.
+_MOD11_WEIGHTS = tuple(2 + position % 8 for position in range(BARCODE_LENGTH - 1))
+
+
 def mod10(digits: str) -> int:
     """Check digit of a typeable line field: weights 2, 1, 2, … from the right, products > 9
     count the sum of their digits, result (10 - sum mod 10) mod 10."""
     _require_digits(digits)
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        product = int(char) * (2 if position % 2 == 0 else 1)
-        total += product // 10 + product % 10
+    total = sum(map(_DOUBLED.__getitem__, digits[::-2])) + sum(map(int, digits[-2::-2]))
     return (10 - total % 10) % 10
 
 
@@ -76,7 +80,10 @@ def mod11_barcode(digits: str) -> int:
     """General check digit of a barcode over its 43 other digits: weights 2..9 cycling from the
     right, result 11 - (sum mod 11), with 0, 10 and 11 becoming 1 (the digit is never 0)."""
     _require_digits(digits)
-    total = sum(int(char) * (2 + position % 8) for position, char in enumerate(reversed(digits)))
+    if len(digits) <= len(_MOD11_WEIGHTS):
+        total = sum(map(operator.mul, map(int, reversed(digits)), _MOD11_WEIGHTS))
+    else:
+        total = sum(int(c) * (2 + position % 8) for position, c in enumerate(reversed(digits)))
     result = 11 - total % 11
     return 1 if result in (0, 10, 11) else result
 
@@ -200,8 +207,20 @@ class Boleto:
         return due_date_from_factor(self.due_factor, reference)
 
 
+# ASCII spaces and punctuation (Unicode categories Z and P, and whitespace): what _digits_of
+# drops from the usual "23790.12345 60000.000003 ..." without looking at each character.
+_ASCII_SEPARATORS = "".join(
+    char for char in map(chr, range(128)) if char.isspace() or unicodedata.category(char)[0] in "PZ"
+)
+_DROP_ASCII_SEPARATORS = str.maketrans("", "", _ASCII_SEPARATORS)
+
+
 def _digits_of(text: str) -> str:
     """The digits of a value as typed: spaces, dots and other punctuation go, letters do not."""
+    if text.isascii():
+        digits = text.translate(_DROP_ASCII_SEPARATORS)
+        if digits.isdigit() or not digits:  # only 0-9 are ASCII digits
+            return digits
     digits = []
     rejected = []
     for char in text:
@@ -217,18 +236,27 @@ def _digits_of(text: str) -> str:
     return "".join(digits)
 
 
+def _verified(line: str, barcode: str) -> Boleto:
+    """A Boleto from a line and barcode that line_to_barcode or barcode_to_line just made one
+    from the other, checking every digit: Boleto's own check would repeat the same work."""
+    boleto = object.__new__(Boleto)
+    object.__setattr__(boleto, "line", line)
+    object.__setattr__(boleto, "barcode", barcode)
+    return boleto
+
+
 def parse_boleto(text: str) -> Boleto:
     """A boleto from its typeable line (47 digits) or barcode (44), as typed or printed."""
     digits = _digits_of(text)
     if len(digits) == LINE_LENGTH:
-        return Boleto(digits, line_to_barcode(digits))
+        return _verified(digits, line_to_barcode(digits))
     if len(digits) == BARCODE_LENGTH:
         if digits.startswith("8"):
             raise BoletoError(
                 "a barcode starting with 8 is a utility or tax payment (arrecadação), "
                 "not a bank boleto"
             )
-        return Boleto(barcode_to_line(digits), digits)
+        return _verified(barcode_to_line(digits), digits)
     if len(digits) == 48 and digits.startswith("8"):
         raise BoletoError(
             "48 digits starting with 8 is a utility or tax payment (arrecadação), not a bank boleto"
@@ -257,6 +285,11 @@ def boleto_from_title(typeable_line: str | None, barcode: str | None) -> Boleto 
     except BoletoError as exc:
         raise BoletoError(f"E1_CODDIG: {exc}") from exc
     if barcode_text:
+        try:
+            if _digits_of(barcode_text) == boleto.barcode:
+                return boleto  # the usual case: E1_CODBAR is the line's own barcode
+        except BoletoError:
+            return boleto
         try:
             other = parse_boleto(barcode_text)
         except BoletoError:

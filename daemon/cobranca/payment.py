@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property, lru_cache
 
 from .boleto import Boleto, BoletoError, boleto_from_title
 from .charges import ChargeTotals, TitleCharges, title_charges, totals
 from .config import Creditor, Layout
 from .models import PlannedLetter, Title
-from .pix import PixError, brcode, parse_brcode, qr_png, sanitize_txid
+from .pix import PixError, PixReceiver, brcode, parse_brcode, pix_receiver, qr_png, sanitize_txid
 
 
 @dataclass(frozen=True)
@@ -43,22 +44,29 @@ class LetterPayment:
     # (título key, what is wrong): shown to the operator, never printed in the letter.
     problems: tuple[tuple[str, str], ...] = ()
 
+    # The sums are asked for several times per letter (context, Pix amount): computed once.
     def _sum(self, overdue: bool | None) -> ChargeTotals:
         return totals(
             p.charges for p in self.titles if overdue is None or p.title.overdue == overdue
         )
 
-    @property
+    @cached_property
     def overdue(self) -> ChargeTotals:
         return self._sum(True)
 
-    @property
+    @cached_property
     def coming_due(self) -> ChargeTotals:
         return self._sum(False)
 
-    @property
+    @cached_property
     def all(self) -> ChargeTotals:
         return self._sum(None)
+
+
+@lru_cache(maxsize=8)
+def _receiver(key: str, name: str, city: str) -> PixReceiver:
+    """The config's receiver, validated once rather than for every letter."""
+    return pix_receiver(key, name, city)
 
 
 def pix_txid(letter: PlannedLetter) -> str:
@@ -89,7 +97,10 @@ def letter_payment(letter: PlannedLetter, layout: Layout, creditor: Creditor) ->
         return payment
     txid = pix_txid(letter)
     try:
-        payload = brcode(creditor.pix.receiver, amount, txid=txid)
+        pix = creditor.pix
+        payload = brcode(
+            _receiver(pix.key, pix.merchant_name, pix.merchant_city), amount, txid=txid
+        )
         parse_brcode(payload)  # self-check: a code that does not read back never goes out
     except PixError as exc:
         problems.append(("", f"Pix code left out of the letter: {exc}"))
