@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,22 +78,25 @@ def build_message(
     if attachments:
         pdfs = [_attachment(name, content) for name, content in attachments]
         body = _multipart("mixed", [body, *pdfs])
-    message = EmailMessage(policy=POLICY)
     local, domain = delivery.from_address.rsplit("@", 1)
-    message["From"] = Address(display_name=delivery.from_name, username=local, domain=domain)
-    message["To"] = ", ".join(recipients)
+    sender = Address(display_name=delivery.from_name, username=local, domain=domain)
+    top: list[tuple[str, str, tuple[tuple[str, str], ...]]] = [
+        ("From", str(sender), ()),
+        ("To", ", ".join(recipients), ()),
+    ]
     if delivery.reply_to:
-        message["Reply-To"] = delivery.reply_to
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(sent_at)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Cobranca-Layout"] = layout
-    message["MIME-Version"] = "1.0"
+        top.append(("Reply-To", delivery.reply_to, ()))
+    top += [
+        ("Subject", rendered.subject, ()),
+        ("Date", format_datetime(sent_at), ()),
+        ("Message-ID", message_id, ()),
+        ("Auto-Submitted", "auto-generated", ()),
+        ("X-Cobranca-Layout", layout, ()),
+        ("MIME-Version", "1.0", ()),
+    ]
     headers, content = body
-    for name, value, params in headers:
-        message.add_header(name, value, **dict(params))
-    return OutgoingMessage(message_id, tuple(recipients), _header_block(message) + CRLF + content)
+    block = b"".join(_header(*header) for header in (*top, *headers))
+    return OutgoingMessage(message_id, tuple(recipients), block + CRLF + content)
 
 
 _Headers = tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]  # name, value, params
@@ -149,25 +151,26 @@ def _base64(content: bytes) -> bytes:
 def _serialize_part(part: _Part) -> bytes:
     """One body part: its headers, a blank line, its data."""
     headers, content = part
-    return _part_headers(headers) + CRLF + content
+    return b"".join(_header(*header) for header in headers) + CRLF + content
 
 
-@functools.lru_cache(maxsize=32)
-def _part_headers(headers: _Headers) -> bytes:
-    """A part's headers, made and folded by the email package; the text parts' never change."""
+@functools.lru_cache(maxsize=256)
+def _header(name: str, value: str, params: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """One header line, made and folded by the email package (which refuses CR and LF in a
+    value). Most repeat in every letter (sender, part headers, boundaries): made once."""
     holder = EmailMessage(policy=POLICY)
-    for name, value, params in headers:
-        holder.add_header(name, value, **dict(params))
+    holder.add_header(name, value, **dict(params))
     return _header_block(holder)
 
 
 def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
     """A multipart body: each part after a delimiter line (RFC 2046 §5.1.1).
 
-    The boundary starts with "=_": quoted-printable never has "=" before "_" and base64 has
-    neither character, so no encoded part can contain it.
+    Each kind of multipart has its own fixed boundary, "=_cobranca_" and the subtype: no part
+    can contain it, as quoted-printable never has "=" before "_" and base64 has neither
+    character, and none is the start of another, so they nest.
     """
-    boundary = f"=_{secrets.token_hex(16)}"
+    boundary = f"=_cobranca_{subtype}"
     delimiter = b"--" + boundary.encode("ascii")
     content = b"".join(delimiter + CRLF + _serialize_part(part) + CRLF for part in parts)
     content += delimiter + b"--" + CRLF
