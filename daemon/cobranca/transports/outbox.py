@@ -12,7 +12,6 @@ import ctypes
 import ctypes.util
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
@@ -22,6 +21,7 @@ from ..models import DeliveryReceipt
 from . import DeliveryError, Failure, FlushError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 class OutboxTransport:
@@ -56,13 +56,14 @@ class OutboxTransport:
     def send(self, message: OutgoingMessage) -> DeliveryReceipt:
         """Write the letter under a temporary name; ``flush`` delivers it."""
         target = self.path_for(message.message_id)
+        # Not *.eml until complete: a spool consumer never takes a half-written letter. The
+        # name is the letter's own (what a crashed earlier try of it left is overwritten).
+        temporary = self.directory / f".tmp-{target.stem}.part"
         try:
-            # Not *.eml until complete: a spool consumer never takes a half-written letter.
-            fd, name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".part")
+            fd = os.open(temporary, _CREATE, 0o600)
         except OSError as exc:
             reason = f"cannot write to outbox {self.directory}: {exc.strerror}"
             raise DeliveryError(reason) from None
-        temporary = Path(name)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(message.data)
