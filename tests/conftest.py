@@ -288,3 +288,16 @@ def customers_owed_an_email(config_path: Path, as_of: date) -> set[str]:
         }
     finally:
         source.close()
+
+
+def assert_audit_ok(history_url: str) -> None:
+    """The history's audit chain verifies and every letter row matches its last snapshot."""
+    from cobranca.audit import verify
+    from cobranca.history import HistoryStore
+
+    history = HistoryStore(history_url)
+    try:
+        result = verify(history)
+    finally:
+        history.close()
+    assert result.ok, result.problems

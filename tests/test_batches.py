@@ -29,7 +29,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, select, text
 
-from cobranca.audit import verify
 from cobranca.config import Delivery, load_config
 from cobranca.demo import write_demo_database
 from cobranca.history import (
@@ -45,7 +44,15 @@ from cobranca.plan import plan_letter
 from cobranca.runner import run_layouts
 from cobranca.source import ProtheusSource
 from cobranca.transports import outbox as outbox_module
-from conftest import AS_OF, LAYOUTS, REPO, config_data, customers_owed_an_email, write_config
+from conftest import (
+    AS_OF,
+    LAYOUTS,
+    REPO,
+    assert_audit_ok,
+    config_data,
+    customers_owed_an_email,
+    write_config,
+)
 
 SP = ZoneInfo("America/Sao_Paulo")
 FIRST_NOTICE = [layout for layout in LAYOUTS if layout["name"] == "primeiro-aviso"]
@@ -72,15 +79,6 @@ def _letters(history_url: str) -> list[tuple[int, str, int, str, str]]:
         return [(r.id, r.status, r.attempts, r.reason, r.message_id) for r in history.letters()]
     finally:
         history.close()
-
-
-def _audit_ok(history_url: str) -> None:
-    history = HistoryStore(history_url)
-    try:
-        result = verify(history)
-    finally:
-        history.close()
-    assert result.ok, result.problems
 
 
 # --- the runner ----------------------------------------------------------------------------
@@ -110,7 +108,7 @@ def test_window_closing_mid_batch_puts_the_untried_letters_back_untouched(
     assert all(attempts == 0 for _, _, attempts, _, _ in planned)
     assert all("outside the send window" in reason for _, _, _, reason, _ in planned)
     assert not list((tmp_path / "outbox").glob(".tmp-*")), "no temporary file left behind"
-    _audit_ok(config.history.engine_url())
+    assert_audit_ok(config.history.engine_url())
 
     later = run_layouts(config, as_of=AS_OF, ignore_calendar=True).results[0]
     assert later.sent == len(planned)
@@ -159,7 +157,7 @@ def test_a_batch_that_cannot_be_made_final_is_recorded_not_sent_and_sent_next_ru
     assert len(files) == 6 + second.sent
     ids = [str(message_from_bytes(f.read_bytes())["Message-ID"]).strip() for f in files]
     assert len(set(ids)) == len(ids)
-    _audit_ok(config.history.engine_url())
+    assert_audit_ok(config.history.engine_url())
 
 
 # --- the history's batch writes ----------------------------------------------------------------
@@ -214,7 +212,7 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
         assert events[-1].startswith("planned again")
     finally:
         history.close()
-    _audit_ok(url)
+    assert_audit_ok(url)
 
 
 def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
@@ -270,7 +268,7 @@ def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
         assert record.total == sum(t.net_balance for t in letters[1].titles[1:])
     finally:
         history.close()
-    _audit_ok(url)
+    assert_audit_ok(url)
 
 
 # --- the message --------------------------------------------------------------------------------
@@ -376,4 +374,4 @@ def test_three_outbox_senders_one_killed_each_letter_written_once(
     )
     assert set(written) == {message_id for _, _, message_id in rows}
     assert set(written.values()) == {1}
-    _audit_ok(history_url)
+    assert_audit_ok(history_url)

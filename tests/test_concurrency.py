@@ -21,7 +21,15 @@ from sqlalchemy import create_engine, event, text
 
 from cobranca.demo import write_demo_database
 from cobranca.history import Base, HistoryStore
-from conftest import AS_OF, REPO, SmtpServer, config_data, customers_owed_an_email, write_config
+from conftest import (
+    AS_OF,
+    REPO,
+    SmtpServer,
+    assert_audit_ok,
+    config_data,
+    customers_owed_an_email,
+    write_config,
+)
 
 WIDE_LAYOUT = [
     {
@@ -121,14 +129,7 @@ def _assert_exactly_once(
     """)  # fmt: skip
     assert len(claims) == len(to_send) and {n for _, n in claims} == {2}
     # Processes appending at once never fork the audit chain.
-    from cobranca.audit import verify
-
-    history = HistoryStore(history_url)
-    try:
-        audit = verify(history)
-    finally:
-        history.close()
-    assert audit.ok, audit.problems
+    assert_audit_ok(history_url)
 
 
 @pytest.mark.postgres

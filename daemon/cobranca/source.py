@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal, InvalidOperation
@@ -601,38 +601,32 @@ def _is_implausible(real_due: date) -> bool:
 
 def _to_money(value: Any) -> Decimal:
     """protheus.to_money."""
-    kind = value.__class__
-    if kind is float or kind is int:
-        if value:
-            money = _money.get(value)
-            if money is None:
-                money = protheus.to_money(value)
-                if len(_money) >= _CACHE_LIMIT:
-                    _money.clear()
-                    _money[0.0] = _ZERO_MONEY
-                _money[value] = money
-            return money
-        if copysign(1.0, value) > 0:
-            return _ZERO_MONEY
-    return protheus.to_money(value)
+    return _converted(value, _money, _ZERO_MONEY, protheus.to_money)
 
 
 def _to_rate(value: Any) -> Decimal:
     """protheus.to_rate."""
+    return _converted(value, _rates, _ZERO_RATE, protheus.to_rate)
+
+
+def _converted(
+    value: Any, cache: dict[float, Decimal], zero: Decimal, convert: Callable[[Any], Decimal]
+) -> Decimal:
+    """``convert(value)``, remembered in ``cache`` for floats and ints (see above)."""
     kind = value.__class__
     if kind is float or kind is int:
         if value:
-            rate = _rates.get(value)
-            if rate is None:
-                rate = protheus.to_rate(value)
-                if len(_rates) >= _CACHE_LIMIT:
-                    _rates.clear()
-                    _rates[0.0] = _ZERO_RATE
-                _rates[value] = rate
-            return rate
+            result = cache.get(value)
+            if result is None:
+                result = convert(value)
+                if len(cache) >= _CACHE_LIMIT:
+                    cache.clear()
+                    cache[0.0] = zero
+                cache[value] = result
+            return result
         if copysign(1.0, value) > 0:
-            return _ZERO_RATE
-    return protheus.to_rate(value)
+            return zero
+    return convert(value)
 
 
 def days_late(as_of: date, due: date | None, real_due: date) -> int:
@@ -656,31 +650,13 @@ def _title(
             f"E1_TIPO: type {kind!r} is not a known collectible type "
             "(add it to source.collectible_types if it should be collected)"
         )
-    # _to_money and _to_rate inline for the usual float: the caches hold 0.0 too, read back
-    # only for a positive zero (-0.0 equals 0.0 but converts to a negative zero).
-    money, rates = _money.get, _rates.get
-    value = row[_SALDO]
-    balance = money(value) if value.__class__ is float else None
-    if balance is None or (balance is _ZERO_MONEY and copysign(1.0, value) < 0):
-        balance = _to_money(value)
+    balance = _to_money(row[_SALDO])
     if balance < _ZERO_MONEY:
         raise ValueError(f"E1_SALDO: negative balance ({balance})")
-    value = row[_PORCJUR]
-    rate = rates(value) if value.__class__ is float else None
-    if rate is None or (rate is _ZERO_RATE and copysign(1.0, value) < 0):
-        rate = _to_rate(value)
-    value = row[_VALJUR]
-    per_day = money(value) if value.__class__ is float else None
-    if per_day is None or (per_day is _ZERO_MONEY and copysign(1.0, value) < 0):
-        per_day = _to_money(value)
-    value = row[_SDACRES]
-    additions = money(value) if value.__class__ is float else None
-    if additions is None or (additions is _ZERO_MONEY and copysign(1.0, value) < 0):
-        additions = _to_money(value)
-    value = row[_SDDECRE]
-    deductions = money(value) if value.__class__ is float else None
-    if deductions is None or (deductions is _ZERO_MONEY and copysign(1.0, value) < 0):
-        deductions = _to_money(value)
+    rate = _to_rate(row[_PORCJUR])
+    per_day = _to_money(row[_VALJUR])
+    additions = _to_money(row[_SDACRES])
+    deductions = _to_money(row[_SDDECRE])
     if (
         rate < _ZERO_RATE
         or per_day < _ZERO_MONEY
@@ -709,14 +685,8 @@ def _title(
     issued = _dates.get(row[_EMISSAO], _MISSING)
     if issued is _MISSING:
         issued = _date(row[_EMISSAO], "E1_EMISSAO")
-    value = row[_VALOR]
-    amount = money(value) if value.__class__ is float else None
-    if amount is None or (amount is _ZERO_MONEY and copysign(1.0, value) < 0):
-        amount = _to_money(value)
-    value = row[_ABATEMENTS]  # an int 0 where SQL's COALESCE gave no sum
-    abatements = money(value) if value.__class__ is float or value.__class__ is int else None
-    if abatements is None or (abatements is _ZERO_MONEY and copysign(1.0, value) < 0):
-        abatements = _to_money(value)
+    amount = _to_money(row[_VALOR])
+    abatements = _to_money(row[_ABATEMENTS])  # an int 0 where SQL's COALESCE gave no sum
     days_from_due = (as_of - real_due).days
     return trusted(Title, {
         "branch": short[row[_FILIAL]],
