@@ -19,6 +19,7 @@ import pytest
 
 from cobranca.cli import main
 from cobranca.config import Config, load_config
+from cobranca.demo import write_demo_database
 from cobranca.history import HistoryStore
 from cobranca.models import Disposition
 from cobranca.plan import plan_letter
@@ -216,3 +217,28 @@ def test_nul_in_a_customer_name_does_not_stop_a_postgresql_history(
     result = _run_alone(tmp_path, demo_sqlite, history_url)
     assert result["error"] == ""
     assert result["sent"] == sum(d is Disposition.SEND for d in owed.values())
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("E1_SALDO", float("nan")), ("E1_VALJUR", float("nan")), ("E1_SDACRES", float("inf"))],
+)
+def test_a_money_column_that_is_no_number_rejects_its_titulo_only(
+    tmp_path: Path, postgres_url: Callable[[], str], field: str, value: float
+) -> None:
+    # PostgreSQL's double precision holds NaN and infinity (SQLite stores NaN as NULL).
+    source_url = postgres_url()
+    write_demo_database(source_url, customers=12, seed=7, as_of=AS_OF)
+    erp = ErpWriter(source_url)
+    bad, good = erp.customer("900001", "Numeros Estranhos Ltda", "fin@numeros.com.br",
+                             {**GOOD, field: value}, GOOD)  # fmt: skip
+    config = load_config(_config(tmp_path, source_url))
+    result = run_layouts(config, as_of=AS_OF).results[0].as_dict()
+    assert result["error"] == ""
+    rejected = {r["title"]: r["reason"] for r in result["rejected_titles"]}
+    assert rejected[bad].startswith(f"{field}: not a number")
+    assert good not in rejected
+    letters = [p.read_bytes() for p in (tmp_path / "outbox").glob("*.eml")]
+    assert any(b"Numeros Estranhos" in letter for letter in letters)  # the good título's letter
+    assert result["sent"] > 1  # every other customer's letter went out

@@ -599,6 +599,17 @@ def _is_implausible(real_due: date) -> bool:
 # and the float equal to it may round differently).
 
 
+def _field(row: Sequence[Any], index: int, name: str, convert: Callable[[Any], Decimal]) -> Decimal:
+    """A numeric column as Decimal; a value that is no number (NaN, infinity) names its field."""
+    try:
+        value = convert(row[index])
+    except ArithmeticError:  # decimal.InvalidOperation
+        value = None
+    if value is None or not value.is_finite():  # Decimal("NaN") even compares with an error
+        raise ValueError(f"{name}: not a number ({row[index]}): the letter would be wrong")
+    return value
+
+
 def _to_money(value: Any) -> Decimal:
     """protheus.to_money."""
     return _converted(value, _money, _ZERO_MONEY, protheus.to_money)
@@ -650,13 +661,13 @@ def _title(
             f"E1_TIPO: type {kind!r} is not a known collectible type "
             "(add it to source.collectible_types if it should be collected)"
         )
-    balance = _to_money(row[_SALDO])
+    balance = _field(row, _SALDO, "E1_SALDO", _to_money)
     if balance < _ZERO_MONEY:
         raise ValueError(f"E1_SALDO: negative balance ({balance})")
-    rate = _to_rate(row[_PORCJUR])
-    per_day = _to_money(row[_VALJUR])
-    additions = _to_money(row[_SDACRES])
-    deductions = _to_money(row[_SDDECRE])
+    rate = _field(row, _PORCJUR, "E1_PORCJUR", _to_rate)
+    per_day = _field(row, _VALJUR, "E1_VALJUR", _to_money)
+    additions = _field(row, _SDACRES, "E1_SDACRES", _to_money)
+    deductions = _field(row, _SDDECRE, "E1_SDDECRE", _to_money)
     if (
         rate < _ZERO_RATE
         or per_day < _ZERO_MONEY
@@ -685,8 +696,9 @@ def _title(
     issued = _dates.get(row[_EMISSAO], _MISSING)
     if issued is _MISSING:
         issued = _date(row[_EMISSAO], "E1_EMISSAO")
-    amount = _to_money(row[_VALOR])
-    abatements = _to_money(row[_ABATEMENTS])  # an int 0 where SQL's COALESCE gave no sum
+    amount = _field(row, _VALOR, "E1_VALOR", _to_money)
+    # An int 0 where SQL's COALESCE gave no sum.
+    abatements = _field(row, _ABATEMENTS, "abatements (E1_SALDO of AB-/IR- títulos)", _to_money)
     days_from_due = (as_of - real_due).days
     return trusted(Title, {
         "branch": short[row[_FILIAL]],
