@@ -148,8 +148,16 @@ def whole_run(
     received_before = server.messages if server else 0
     log(f"  whole run ({transport}, layouts {args.layouts}) in a child process; log: {log_path}")
     load_before = os.getloadavg()
+    done_flag = work / f"run-{transport}.done"
+    done_flag.unlink(missing_ok=True)
+    share = [*command[:5], "--share-until", str(done_flag)]
     start = time.perf_counter()
     try:
+        extra = [
+            subprocess.Popen(share, cwd=benchconfig.REPO, stdout=subprocess.PIPE,
+                             stderr=(work / f"run-{transport}-sender{n}.log").open("w"), text=True)
+            for n in range(2, args.senders + 1)
+        ]  # fmt: skip
         with log_path.open("w") as log_file:
             done = subprocess.run(
                 command,
@@ -159,12 +167,24 @@ def whole_run(
                 text=True,
                 check=False,
             )
+        done_flag.touch()
+        shared = [json.loads(sender.communicate()[0].strip().splitlines()[-1]) for sender in extra]
         elapsed = time.perf_counter() - start
         lines = done.stdout.strip().splitlines()
         if not lines:
             tail = log_path.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"whole run failed (exit {done.returncode}):\n{tail}")
         result: dict[str, Any] = json.loads(lines[-1])
+        if transport == "outbox":  # one file per letter sent: nothing written twice
+            result["outbox_files"] = sum(1 for _ in outbox.glob("*.eml"))
+        if shared:  # several senders: the run ends when the last one does
+            result["letters_by_sender"] = [result["letters"], *(x["letters"] for x in shared)]
+            result["letters"] = sum(result["letters_by_sender"])
+            result["sent"] = result["letters"]
+            result["wall_s"] = elapsed
+            result["letters_per_s"] = result["letters"] / elapsed
+            peaks = [result["peak_rss_kib"], *(x["peak_rss_kib"] for x in shared)]
+            result["peak_rss_kib"] = max(peaks)
     finally:
         if pg_database and not args.keep:
             datasets.pg_drop_database(pg_database)
@@ -181,6 +201,7 @@ def whole_run(
         layouts=args.layouts,
         pix=args.pix,
         max_letters=args.max_letters,
+        senders=args.senders,
     )
     if server is not None:
         result["server_received"] = server.messages - received_before
@@ -191,6 +212,10 @@ def whole_run(
     )
     if result["errors"]:
         log(f"  errors: {result['errors']}")
+    if result.get("letters_by_sender"):
+        log(f"  letters by sender: {result['letters_by_sender']}")
+    if "outbox_files" in result and result["outbox_files"] != result["letters"]:
+        log(f"  MISMATCH: {result['outbox_files']:,} .eml files for {result['letters']:,} letters")
     log(
         f"  {result['letters']:,} letters in {result['wall_s']:.1f} s "
         f"({result['letters_per_s']:.1f} letters/s; plan {_s(result.get('plan_s'))}, deliver "
@@ -461,6 +486,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-pix", dest="pix", action="store_false", help="letters without the Pix QR code"
+    )
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=1,
+        help="whole run: processes sending (1 plans and sends; the others join its run as a "
+        "second `cobranca run` on the same history does)",
     )
     parser.add_argument(
         "--max-letters",

@@ -6,6 +6,11 @@ process's stderr, which the parent sends to a file: the daemon's per-letter log 
 they cost in production.
 
     python -m bench.wholerun CONFIG AS_OF [--profile OUT.html|OUT.txt]
+    python -m bench.wholerun CONFIG AS_OF --share-until DONE_FILE
+
+With --share-until it is an extra sender: it joins the run another process plans, as a second
+`cobranca run` or daemon on the same history does (`run_layouts(..., deliver_only=True)`), again
+and again until DONE_FILE exists and nothing is left, and reports the letters it sent.
 """
 
 from __future__ import annotations
@@ -109,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", type=Path)
     parser.add_argument("as_of", type=date.fromisoformat)
     parser.add_argument("--profile", type=Path, help="pyinstrument output: PATH.html and PATH.txt")
+    parser.add_argument("--share-until", type=Path, help="an extra sender until this file exists")
     args = parser.parse_args(argv)
+    if args.share_until:
+        return share(args.config, args.as_of, args.share_until)
 
     rss_before_import = peak_rss_kib()
     from cobranca.config import load_config
@@ -182,6 +190,33 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0 if not errors else 1
+
+
+def share(config_path: Path, as_of: date, done: Path) -> int:
+    """An extra sender: deliver what the main process plans, until it is done."""
+    from cobranca.config import load_config
+    from cobranca.logs import configure
+    from cobranca.runner import run_layouts
+
+    configure("INFO", "text")
+    config = load_config(config_path)
+    sent = passes = 0
+    start = time.perf_counter()
+    while True:
+        finished = done.exists()  # before the pass: a pass after the end finds nothing left
+        report = run_layouts(config, as_of=as_of, ignore_calendar=True, deliver_only=True)
+        passes += 1
+        now_sent = sum(result.sent for result in report.results)
+        sent += now_sent
+        if finished and not now_sent:
+            break
+        if not now_sent:
+            time.sleep(0.2)
+    out = {"letters": sent, "passes": passes, "wall_s": time.perf_counter() - start,
+           "peak_rss_kib": peak_rss_kib()}  # fmt: skip
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
 
 
 if __name__ == "__main__":
