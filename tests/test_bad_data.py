@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from cobranca.cli import main
 from cobranca.config import Config, load_config
@@ -242,3 +243,14 @@ def test_a_money_column_that_is_no_number_rejects_its_titulo_only(
     letters = [p.read_bytes() for p in (tmp_path / "outbox").glob("*.eml")]
     assert any(b"Numeros Estranhos" in letter for letter in letters)  # the good título's letter
     assert result["sent"] > 1  # every other customer's letter went out
+
+
+def test_a_run_says_when_shared_customers_carry_a_branch(demo_sqlite: str, tmp_path: Path) -> None:
+    engine = create_engine(demo_sqlite)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE sa1010 SET a1_filial = '02' WHERE a1_cod = '000001'"))
+    engine.dispose()
+    result = _run_alone(tmp_path, demo_sqlite)
+    problems = {p["item"]: p["problem"] for p in result["data_problems"]}
+    assert "branch (A1_FILIAL) '02'" in problems["source.customers_shared"]
+    assert result["sent"] > 0  # the others' letters still go out

@@ -234,6 +234,10 @@ def run_layouts(
         with transport:
             if not dry_run:
                 report.recovered = recover_interrupted(run)
+            if problem := source.sharing_problem():
+                log.warning("%s", problem)
+                for result in report.results:
+                    result.data_problems.append(("source.customers_shared", problem))
             env = make_environment(config.templates_dir)
             for layout, result in zip(layouts, report.results, strict=True):
                 if stop.is_set():

@@ -148,6 +148,26 @@ class ProtheusSource:
     def close(self) -> None:
         self.engine.dispose()
 
+    def sharing_problem(self) -> str | None:
+        """With ``customers_shared``, customers are read from SA1's blank branch only: SA1 rows
+        that carry a branch would silently get no letter. Their branch, said plainly, or None."""
+        if not self.config.customers_shared:
+            return None
+        a = self.sa1.c
+        with self.engine.connect() as connection:
+            branch = connection.scalar(
+                select(a.A1_FILIAL)
+                .where(a.D_E_L_E_T_ != protheus.DELETED, a.A1_FILIAL.not_in(_BLANK_BRANCHES))
+                .limit(1)
+            )
+        if branch is None:
+            return None
+        return (
+            f"source.customers_shared is true, but SA1 has customers in branch (A1_FILIAL) "
+            f"{branch.strip()!r}: their títulos get no letter; set source.customers_shared: "
+            "false if SA1 is exclusive"
+        )
+
     def customers_titles(
         self,
         selection: Selection,
