@@ -169,7 +169,8 @@ class Source(Database):
     customers_shared: StrictBool = Field(
         True,
         description="SA1 is shared between branches (blank A1_FILIAL). Set false when SA1 is "
-        "exclusive, so each título's customer is read from its own branch.",
+        "exclusive, so each título's customer is read from its own branch. While true, a run "
+        "warns if SA1 has customers in a branch (they would get no letter).",
     )
     fetch_size: int = Field(1000, ge=10, le=100_000, description="Rows fetched per round trip.")
     collectible_types: tuple[str, ...] = Field(
