@@ -556,24 +556,6 @@ class HistoryStore:
         with self.engine.connect() as connection:
             return {(code, store) for code, store in connection.execute(statement)}
 
-    def record_plan(
-        self,
-        run_id: int,
-        letter: PlannedLetter,
-        *,
-        message_id: str,
-        transport: str,
-        status: LetterStatus,
-        reason: str = "",
-        operator: str = "",
-        rule: str = "",
-        templates_digest: str = "",
-    ) -> int | None:
-        """Record one planned (or print-needed) letter; None when today's letter already exists."""
-        entry = PlanEntry(letter, message_id, transport, status, reason, operator, rule,
-                          templates_digest)  # fmt: skip
-        return self.record_plans(run_id, [entry])[0]
-
     def record_plans(self, run_id: int, entries: Sequence[PlanEntry]) -> list[int | None]:
         """Record planned letters in one transaction; each id, or None where one existed.
 
@@ -692,11 +674,9 @@ class HistoryStore:
         templates_digest: str = "",
     ) -> int | None:
         """A letter made by hand (desk `send` or `print`), recorded with who asked for it."""
-        return self.record_plan(
-            run_id, letter, message_id=message_id, transport=transport, status=status,
-            reason=reason or f"by hand: {operator}", operator=operator, rule=rule,
-            templates_digest=templates_digest,
-        )  # fmt: skip
+        entry = PlanEntry(letter, message_id, transport, status, reason or f"by hand: {operator}",
+                          operator, rule, templates_digest)  # fmt: skip
+        return self.record_plans(run_id, [entry])[0]
 
     def mark_printed(self, letter_id: int, operator: str, file: str) -> bool:
         """A letter waiting for paper was printed (by whom, into which file)."""
@@ -763,11 +743,6 @@ class HistoryStore:
         """Whether a letter of a layout and day is still waiting to be sent."""
         with self.engine.connect() as connection:
             return connection.scalar(self._planned(layout, as_of).limit(1)) is not None
-
-    def claim_next(self, layout: str, as_of: date) -> ClaimedLetter | None:
-        """The oldest letter of a layout and day still planned, claimed; None when none is left."""
-        claimed = self.claim_batch(layout, as_of, 1)
-        return claimed[0] if claimed else None
 
     def claim_batch(self, layout: str, as_of: date, limit: int) -> list[ClaimedLetter]:
         """Up to ``limit`` of the oldest letters of a layout and day still planned, claimed.
@@ -864,19 +839,6 @@ class HistoryStore:
             ).all()
             _log_many(session, [(i, LetterStatus.PLANNED, reason, None) for i in sorted(released)])
             return len(released)
-
-    def finish_letter(
-        self,
-        letter_id: int,
-        outcome: LetterOutcome,
-        *,
-        subject: str | None = None,
-        titles: Sequence[Title] | None = None,
-        actor: str | None = None,
-        raw_message: str | None = None,
-    ) -> None:
-        """Write a letter's outcome (and, once rendered, the subject and títulos it carried)."""
-        self.finish_letters([LetterFinish(letter_id, outcome, subject, titles, raw_message, actor)])
 
     def finish_letters(self, finishes: Sequence[LetterFinish]) -> None:
         """Write the outcomes of a batch of letters in one transaction.
