@@ -234,10 +234,7 @@ def run_layouts(
         with transport:
             if not dry_run:
                 report.recovered = recover_interrupted(run)
-            if problem := source.sharing_problem():
-                log.warning("%s", problem)
-                for result in report.results:
-                    result.data_problems.append(("source.customers_shared", problem))
+            _note_sharing_problem(source, report)
             env = make_environment(config.templates_dir)
             for layout, result in zip(layouts, report.results, strict=True):
                 if stop.is_set():
@@ -254,6 +251,18 @@ def run_layouts(
         source.close()
         history.close()
     return report
+
+
+def _note_sharing_problem(source: ProtheusSource, report: RunReport) -> None:
+    """SA1 customers that a shared-SA1 config would leave without a letter, said every run."""
+    try:
+        problem = source.sharing_problem()
+    except SQLAlchemyError:
+        return  # the ERP cannot be read: each layout's run fails and records why
+    if problem:
+        log.warning("%s", problem)
+        for result in report.results:
+            result.data_problems.append(("source.customers_shared", problem))
 
 
 def calendar_refusal(
