@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -301,3 +303,25 @@ def assert_audit_ok(history_url: str) -> None:
     finally:
         history.close()
     assert result.ok, result.problems
+
+
+def three_senders_one_killed(
+    command: list[str], wait: Callable[[], None], *, timeout: float = 180, **popen: Any
+) -> tuple[int, list[tuple[int, bytes, bytes]]]:
+    """Start ``command`` three times, SIGKILL the first once ``wait`` returns, let the others
+    finish: the killed one's pid, and each survivor's exit code, stdout and stderr."""
+    senders = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, **popen)
+        for _ in range(3)
+    ]
+    try:
+        wait()
+        senders[0].send_signal(signal.SIGKILL)
+        outputs = [sender.communicate(timeout=timeout) for sender in senders[1:]]
+    finally:
+        for sender in senders:
+            if sender.poll() is None:
+                sender.kill()
+    assert senders[0].wait(timeout=10) == -signal.SIGKILL
+    codes = [sender.returncode for sender in senders[1:]]
+    return senders[0].pid, [(code, *output) for code, output in zip(codes, outputs, strict=True)]

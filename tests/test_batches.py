@@ -13,7 +13,6 @@ import errno
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from conftest import (
     assert_audit_ok,
     config_data,
     customers_owed_an_email,
+    three_senders_one_killed,
     write_config,
 )
 
@@ -335,24 +335,15 @@ def test_three_outbox_senders_one_killed_each_letter_written_once(
     command = [sys.executable, "-m", "cobranca", "run", "--config", str(path),
                "--as-of", AS_OF.isoformat(), "--format", "json"]  # fmt: skip
     outbox = tmp_path / "outbox"
-    senders = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-        for _ in range(3)
-    ]
-    try:
+
+    def twenty_files() -> None:
         deadline = time.monotonic() + 120
         while len(_eml_files(outbox)) < 20 and time.monotonic() < deadline:
             time.sleep(0.005)
-        victim = senders[0]
-        victim.send_signal(signal.SIGKILL)
-        outputs = [sender.communicate(timeout=180) for sender in senders[1:]]
-    finally:
-        for sender in senders:
-            if sender.poll() is None:
-                sender.kill()
-    assert victim.wait(timeout=10) == -signal.SIGKILL
-    for (out, err), sender in zip(outputs, senders[1:], strict=True):
-        assert sender.returncode in (0, 1) and b"Traceback" not in err, err.decode()
+
+    _, survivors = three_senders_one_killed(command, twenty_files)
+    for code, out, err in survivors:
+        assert code in (0, 1) and b"Traceback" not in err, err.decode()
         json.loads(out)
     # The next run settles the killed sender's batch from its files and sends what it left.
     recovery = subprocess.run(command, capture_output=True, cwd=REPO, timeout=180)

@@ -30,7 +30,15 @@ from sqlalchemy import create_engine, text
 from cobranca.demo import write_demo_database
 from cobranca.history import HistoryStore
 from cobranca.scheduler import Daemon
-from conftest import AS_OF, REPO, SmtpServer, config_data, customers_owed_an_email, write_config
+from conftest import (
+    AS_OF,
+    REPO,
+    SmtpServer,
+    config_data,
+    customers_owed_an_email,
+    three_senders_one_killed,
+    write_config,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -122,24 +130,15 @@ def test_three_senders_one_killed_mid_run_each_letter_once(
     command = [sys.executable, "-m", "cobranca", "run", "--config", str(path),
                "--as-of", AS_OF.isoformat(), "--format", "json"]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    senders = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, env=env)
-        for _ in range(3)
-    ]
-    try:
+
+    def sent_fifteen() -> None:
         _wait_until(lambda: _tables_exist(history_url), "the history schema")
         _wait_until(lambda: _count(history_url, "sent") >= 15, "15 letters sent")
-        victim = senders[0]
-        victim.send_signal(signal.SIGKILL)
-        outputs = [sender.communicate(timeout=120) for sender in senders[1:]]
-    finally:
-        for sender in senders:
-            if sender.poll() is None:
-                sender.kill()
-    assert victim.wait(timeout=10) == -signal.SIGKILL
+
+    victim, survivors = three_senders_one_killed(command, sent_fifteen, timeout=120, env=env)
     sent_by = []
-    for (out, err), sender in zip(outputs, senders[1:], strict=True):
-        assert sender.returncode in (0, 1) and "Traceback" not in err.decode(), err.decode()
+    for code, out, err in survivors:
+        assert code in (0, 1) and "Traceback" not in err.decode(), err.decode()
         sent_by.append(sum(layout["sent"] for layout in json.loads(out)["layouts"]))
     # The survivors shared the rest: both sent (SKIP LOCKED hands them different letters).
     assert all(sent_by), sent_by
@@ -148,7 +147,7 @@ def test_three_senders_one_killed_mid_run_each_letter_once(
     # The next run (here: by hand) settles the dead sender's letter in flight, if it had one.
     recovery = subprocess.run(command, capture_output=True, cwd=REPO, env=env, timeout=120)
     assert recovery.returncode in (0, 1), recovery.stderr.decode()
-    _assert_each_letter_once(history_url, smtp_server, owed, victim.pid)
+    _assert_each_letter_once(history_url, smtp_server, owed, victim)
 
 
 def test_second_daemon_shares_the_run_and_takes_it_over_when_the_first_dies(

@@ -670,10 +670,8 @@ def days_late(as_of: date, due: date | None, real_due: date) -> int:
 def _title(
     row: Sequence[Any], as_of: date, collectible_types: Container[str], code: str, store: str
 ) -> Title:
-    """title_from_row for a row whose customer code and store (trimmed) are known.
-
-    The checks run in title_from_row's order, so a row with several faults reports the same.
-    """
+    """One SE1 row (of ``ProtheusSource.statement``) as a Title, or ValueError saying which
+    field makes it unusable; ``code`` and ``store`` are the row's customer, already trimmed."""
     short = _short
     kind = short[row[_TIPO]]
     if kind not in collectible_types:
@@ -688,34 +686,22 @@ def _title(
     per_day = _field(row, _VALJUR, "E1_VALJUR", _to_money)
     additions = _field(row, _SDACRES, "E1_SDACRES", _to_money)
     deductions = _field(row, _SDDECRE, "E1_SDDECRE", _to_money)
-    if (
-        rate < _ZERO_RATE
-        or per_day < _ZERO_MONEY
-        or additions < _ZERO_MONEY
-        or (deductions < _ZERO_MONEY)
+    for name, amount in (
+        ("E1_PORCJUR", rate),
+        ("E1_VALJUR", per_day),
+        ("E1_SDACRES", additions),
+        ("E1_SDDECRE", deductions),
     ):
-        for name, amount in (
-            ("E1_PORCJUR", rate),
-            ("E1_VALJUR", per_day),
-            ("E1_SDACRES", additions),
-            ("E1_SDDECRE", deductions),
-        ):
-            if amount < 0:
-                raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
-    real_due = _dates.get(row[_VENCREA], _MISSING)
-    if real_due is _MISSING:
-        real_due = _date(row[_VENCREA], "E1_VENCREA")
+        if amount < 0:
+            raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
+    real_due = _date(row[_VENCREA], "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
-    if _implausible.get(real_due, True) and _is_implausible(real_due):
+    if _is_implausible(real_due):
         raise ValueError(f"E1_VENCREA: implausible date {real_due.isoformat()}")
-    due = _dates.get(row[_VENCTO], _MISSING)
-    if due is _MISSING:
-        due = _date(row[_VENCTO], "E1_VENCTO")
+    due = _date(row[_VENCTO], "E1_VENCTO")
     number = _trim(row[_NUM])
-    issued = _dates.get(row[_EMISSAO], _MISSING)
-    if issued is _MISSING:
-        issued = _date(row[_EMISSAO], "E1_EMISSAO")
+    issued = _date(row[_EMISSAO], "E1_EMISSAO")
     amount = _field(row, _VALOR, "E1_VALOR", _to_money)
     # An int 0 where SQL's COALESCE gave no sum.
     abatements = _field(row, _ABATEMENTS, "abatements (E1_SALDO of AB-/IR- títulos)", _to_money)
@@ -736,11 +722,7 @@ def _title(
         "abatements": abatements,
         "situation": short[row[_SITUACA]],
         "days_from_due": days_from_due,
-        "days_late": (
-            0 if days_from_due <= 0
-            else days_from_due if due is None or due == real_due
-            else (as_of - due).days
-        ),
+        "days_late": days_late(as_of, due, real_due),
         "recno": int(row[_RECNO]),
         "interest_rate": rate,
         "interest_per_day": per_day,
@@ -751,14 +733,9 @@ def _title(
     })  # fmt: skip
 
 
-def title_from_row(row: Row[Any], as_of: date, collectible_types: Sequence[str]) -> Title:
-    """One SE1 row (of ``ProtheusSource.statement``) as a Title, or ValueError saying which
-    field makes it unusable."""
-    return _title(row, as_of, collectible_types, _trim(row[_CLIENTE]), _trim(row[_LOJA]))
-
-
 def _customer(row: Sequence[Any], code: str, store: str) -> Customer:
-    """customer_from_row for a row whose customer code and store (trimmed) are known."""
+    """The customer (SA1 columns) of a row of ``ProtheusSource.statement``; ``code`` and
+    ``store`` already trimmed."""
     trim, trimmed = _trim, protheus.trimmed
     # The billing address is used only when all five of its fields are filled (FINR811A).
     chosen = []
@@ -790,8 +767,3 @@ def _customer(row: Sequence[Any], code: str, store: str) -> Customer:
 
 
 _ADDRESS_FIELDS = ("street", "district", "city", "state", "zip_code")
-
-
-def customer_from_row(row: Row[Any]) -> Customer:
-    """The customer (SA1 columns) of a row of ``ProtheusSource.statement``."""
-    return _customer(row, _trim(row[_CLIENTE]), _trim(row[_LOJA]))
