@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from email import message_from_bytes, policy
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,7 +27,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, event, inspect, select, text
 
 from cobranca.config import Delivery, load_config
 from cobranca.demo import write_demo_database
@@ -34,8 +35,10 @@ from cobranca.history import (
     HistoryStore,
     LetterFinish,
     LetterOutcome,
+    LetterRecord,
     LetterTitleRecord,
     PlanEntry,
+    existing_letters_statement,
 )
 from cobranca.mail import build_message
 from cobranca.models import Disposition, InlineImage, LetterStatus, RenderedLetter
@@ -213,6 +216,112 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
     finally:
         history.close()
     assert_audit_ok(url)
+
+
+def _a_day_of_letters(history: HistoryStore, letters: int) -> list[tuple[str, str]]:
+    """``letters`` letters of one layout and day, planned, as a big run leaves them; their
+    customers. No ANALYZE: the statistics are a growing table's, i.e. none."""
+    run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+    now = datetime.now(SP)
+    rows = [
+        {"run_id": run_id, "layout": "primeiro-aviso", "as_of": AS_OF,
+         "customer_code": f"{n:06d}", "customer_store": "01", "customer_name": "x",
+         "recipients": "a@example.com", "subject": "", "message_id": f"<{n}@test>",
+         "titles_digest": "", "transport": "outbox", "status": "planned", "reason": "",
+         "needs_print": False, "operator": "", "rule": "", "templates_digest": "",
+         "raw_message": "", "server_reply": "", "total": Decimal("1.00"), "attempts": 0,
+         "holder": "",
+         "created_at": now, "updated_at": now}
+        for n in range(letters)
+    ]  # fmt: skip
+    with history.engine.begin() as connection:
+        connection.execute(LetterRecord.__table__.insert(), rows)
+    return [(row["customer_code"], row["customer_store"]) for row in rows]
+
+
+def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_sqlite(
+    tmp_path: Path,
+) -> None:
+    history = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        customers = _a_day_of_letters(history, 2_000)
+        wanted = customers[700:750]
+        statement = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
+        with history.engine.connect() as connection:
+            found = connection.execute(statement).all()
+            compiled = statement.compile(
+                dialect=history.engine.dialect, compile_kwargs={"literal_binds": True}
+            )
+            plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+    finally:
+        history.close()
+    assert sorted((code, store) for _, code, store, _ in found) == wanted
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    # One probe of the unique key (layout, customer, store, day) per customer, nothing else.
+    assert len(searches) == len(wanted), plan
+    assert all(
+        "sqlite_autoindex_cobranca_letters" in step
+        and "(layout=? AND customer_code=? AND customer_store=? AND as_of=?)" in step
+        for step in searches
+    ), plan
+
+
+@pytest.mark.postgres
+def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_postgresql(
+    postgres_url: Callable[[], str],
+) -> None:
+    history = HistoryStore(postgres_url())
+    try:
+        customers = _a_day_of_letters(history, 5_000)
+        wanted = customers[2_000:2_050]
+        statement = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
+        with history.engine.connect() as connection:
+            found = connection.execute(statement).all()
+            compiled = statement.compile(
+                dialect=history.engine.dialect, compile_kwargs={"literal_binds": True}
+            )
+            [[plan]] = connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"
+            ).all()
+    finally:
+        history.close()
+    assert sorted((code, store) for _, code, store, _ in found) == wanted
+
+    def nodes(node: dict) -> list[dict]:
+        return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
+
+    steps = nodes(plan[0]["Plan"])
+    # Letters read through an index, each of them one the look-up asked for: the day's other
+    # 4,950 letters are never visited (the IN look-up removed them one by one, with a filter).
+    assert {step.get("Index Name") for step in steps if "Index Name" in step} == {"uq_letter"}
+    assert sum(step.get("Rows Removed by Filter", 0) for step in steps) == 0, steps
+    assert sum(step.get("Rows Removed by Index Recheck", 0) for step in steps) == 0, steps
+
+
+def test_a_history_from_an_earlier_release_loses_the_index_that_made_planning_quadratic(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    HistoryStore(url).close()
+    engine = create_engine(url)
+    with engine.begin() as connection:  # as the earlier release made it
+        connection.execute(text("DROP INDEX ix_letter_status_queue"))
+        connection.execute(text(
+            "CREATE INDEX ix_letter_queue ON cobranca_letters (layout, as_of, status, id)"
+        ))  # fmt: skip
+
+    history = HistoryStore(url)
+    try:
+        customers = _a_day_of_letters(history, 300)
+        statement = existing_letters_statement("primeiro-aviso", AS_OF, customers[:10])
+        with history.engine.connect() as connection:
+            assert len(connection.execute(statement).all()) == 10
+    finally:
+        history.close()
+    indexes = {index["name"] for index in inspect(engine).get_indexes("cobranca_letters")}
+    engine.dispose()
+    assert "ix_letter_queue" not in indexes
+    assert "ix_letter_status_queue" in indexes
 
 
 def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
