@@ -375,9 +375,7 @@ class HistoryStore:
                 # release gets the ones added since (an index changes no data).
                 for index in LetterRecord.__table__.indexes:
                     index.create(self.engine, checkfirst=True)
-                with self.engine.begin() as connection:
-                    for index_name in SUPERSEDED_INDEXES:
-                        connection.execute(text(f"DROP INDEX IF EXISTS {index_name}"))
+                self._drop_superseded_indexes()
                 with Session(self.engine) as session, session.begin():
                     if session.get(SchemaRecord, SCHEMA_VERSION) is None:
                         session.add(SchemaRecord(version=SCHEMA_VERSION))
@@ -388,6 +386,17 @@ class HistoryStore:
                 if attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _drop_superseded_indexes(self) -> None:
+        """Only those present: opening a history must not need DDL rights (auditors)."""
+        present = {
+            index["name"] for index in inspect(self.engine).get_indexes(LetterRecord.__tablename__)
+        }
+        superseded = [name for name in SUPERSEDED_INDEXES if name in present]
+        if superseded:
+            with self.engine.begin() as connection:
+                for name in superseded:
+                    connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
     def _check_version(self) -> None:
         """Refuse a history written by another schema version; wait out one being created.
