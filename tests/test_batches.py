@@ -230,8 +230,7 @@ def _a_day_of_letters(history: HistoryStore, letters: int) -> list[tuple[str, st
          "titles_digest": "", "transport": "outbox", "status": "planned", "reason": "",
          "needs_print": False, "operator": "", "rule": "", "templates_digest": "",
          "raw_message": "", "server_reply": "", "total": Decimal("1.00"), "attempts": 0,
-         "holder": "",
-         "created_at": now, "updated_at": now}
+         "holder": "", "created_at": now, "updated_at": now}
         for n in range(letters)
     ]  # fmt: skip
     with history.engine.begin() as connection:
