@@ -218,6 +218,41 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
     assert_audit_ok(url)
 
 
+def test_record_plans_inserts_a_batch_in_one_statement_and_gives_each_letter_its_own_id(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    path = _config_path(tmp_path, demo_sqlite)
+    letters = _planned_letters(path)
+    assert len(letters) >= 4
+    url = load_config(path).history.engine_url()
+    history = HistoryStore(url)
+    inserts: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO cobranca_letters "):
+            inserts.append(statement)
+
+    event.listen(history.engine, "before_cursor_execute", count)
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+        entries = [
+            PlanEntry(letter, f"<{n}@test>", "outbox", LetterStatus.PLANNED)
+            for n, letter in enumerate(letters)
+        ]
+        ids = history.record_plans(run_id, entries)
+    finally:
+        event.remove(history.engine, "before_cursor_execute", count)
+        history.close()
+    assert len(inserts) == 1  # SQLite inserted row by row when the ids came back in order
+    assert len(set(ids)) == len(letters)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        rows = connection.execute(select(LetterRecord.id, LetterRecord.message_id)).all()
+    engine.dispose()
+    stored = dict(rows)
+    assert [stored[letter_id] for letter_id in ids] == [entry.message_id for entry in entries]
+
+
 def _a_day_of_letters(history: HistoryStore, letters: int) -> list[tuple[str, str]]:
     """``letters`` letters of one layout and day, planned, as a big run leaves them; their
     customers. No ANALYZE: the statistics are a growing table's, i.e. none."""

@@ -659,14 +659,21 @@ class HistoryStore:
                     again[letter_id] = f"planned again: {entry.reason}".rstrip(": ")
             else:
                 decided.append(None)
-        inserted = iter(
-            session.scalars(
-                letters.insert().returning(letters.c.id, sort_by_parameter_order=True), fresh
-            ).all()
-            if fresh
-            else ()
-        )
-        ids = [next(inserted) if letter_id == -1 else letter_id for letter_id in decided]
+        # Each new id is matched to its letter by the customer (the batch's layout and day are
+        # one): asking for the ids in the order given made SQLite insert one row at a time.
+        inserted: dict[tuple[str, str], int] = {}
+        if fresh:
+            returning = letters.insert().returning(
+                letters.c.id, letters.c.customer_code, letters.c.customer_store
+            )
+            for letter_id, code, store in session.execute(returning, fresh):
+                inserted[(code, store)] = letter_id
+        ids = [
+            inserted[(entry.letter.customer.code, entry.letter.customer.store)]
+            if letter_id == -1
+            else letter_id
+            for entry, letter_id in zip(entries, decided, strict=True)
+        ]
         titles: dict[int, Sequence[Title]] = {}
         events: list[tuple[int, LetterStatus, str, str | None]] = []
         for entry, letter_id in zip(entries, ids, strict=True):
