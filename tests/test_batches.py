@@ -22,6 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -180,14 +181,19 @@ def _planned_letters(config_path: Path) -> list:
     return [letter for letter in letters if letter.disposition is Disposition.SEND]
 
 
-def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
-    demo_sqlite: str, tmp_path: Path
-) -> None:
+def _history_with_letters(demo_sqlite: str, tmp_path: Path) -> tuple[str, HistoryStore, list]:
+    """A fresh history store (its URL) and the demo's letters to plan in it."""
     path = _config_path(tmp_path, demo_sqlite)
     letters = _planned_letters(path)
     assert len(letters) >= 4
     url = load_config(path).history.engine_url()
-    history = HistoryStore(url)
+    return url, HistoryStore(url), letters
+
+
+def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    url, history, letters = _history_with_letters(demo_sqlite, tmp_path)
     try:
         run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
 
@@ -221,11 +227,7 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
 def test_record_plans_inserts_a_batch_in_one_statement_and_gives_each_letter_its_own_id(
     demo_sqlite: str, tmp_path: Path
 ) -> None:
-    path = _config_path(tmp_path, demo_sqlite)
-    letters = _planned_letters(path)
-    assert len(letters) >= 4
-    url = load_config(path).history.engine_url()
-    history = HistoryStore(url)
+    url, history, letters = _history_with_letters(demo_sqlite, tmp_path)
     inserts: list[str] = []
 
     def count(conn: object, cursor: object, statement: str, *args: object) -> None:
@@ -273,53 +275,50 @@ def _a_day_of_letters(history: HistoryStore, letters: int) -> list[tuple[str, st
     return [(row["customer_code"], row["customer_store"]) for row in rows]
 
 
-def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_sqlite(
-    tmp_path: Path,
-) -> None:
-    history = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+def _look_up_and_explain(
+    url: str, letters: int, explain: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Any]]:
+    """Planning's look-up of 50 customers in a day of ``letters`` letters: the customers
+    wanted, those found, and the rows of ``explain`` (the database's EXPLAIN) for it."""
+    history = HistoryStore(url)
     try:
-        customers = _a_day_of_letters(history, 2_000)
-        wanted = customers[700:750]
+        customers = _a_day_of_letters(history, letters)
+        wanted = customers[letters // 3 : letters // 3 + 50]
         statement = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
         with history.engine.connect() as connection:
-            found = connection.execute(statement).all()
+            found = sorted((code, store) for _, code, store, _ in connection.execute(statement))
             compiled = statement.compile(
                 dialect=history.engine.dialect, compile_kwargs={"literal_binds": True}
             )
-            plan = [row[3] for row in connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")]
+            explained = connection.exec_driver_sql(f"{explain} {compiled}").all()
     finally:
         history.close()
-    assert sorted((code, store) for _, code, store, _ in found) == wanted
-    searches = [step for step in plan if step.startswith("SEARCH")]
+    return wanted, found, list(explained)
+
+
+def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_sqlite(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    wanted, found, explained = _look_up_and_explain(url, 2_000, "EXPLAIN QUERY PLAN")
+    assert found == wanted
+    searches = [row[3] for row in explained if row[3].startswith("SEARCH")]
     # One probe of the unique key (layout, customer, store, day) per customer, nothing else.
-    assert len(searches) == len(wanted), plan
+    assert len(searches) == len(wanted), explained
     assert all(
         "sqlite_autoindex_cobranca_letters" in step
         and "(layout=? AND customer_code=? AND customer_store=? AND as_of=?)" in step
         for step in searches
-    ), plan
+    ), explained
 
 
 @pytest.mark.postgres
 def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_postgresql(
     postgres_url: Callable[[], str],
 ) -> None:
-    history = HistoryStore(postgres_url())
-    try:
-        customers = _a_day_of_letters(history, 5_000)
-        wanted = customers[2_000:2_050]
-        statement = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
-        with history.engine.connect() as connection:
-            found = connection.execute(statement).all()
-            compiled = statement.compile(
-                dialect=history.engine.dialect, compile_kwargs={"literal_binds": True}
-            )
-            [[plan]] = connection.exec_driver_sql(
-                f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"
-            ).all()
-    finally:
-        history.close()
-    assert sorted((code, store) for _, code, store, _ in found) == wanted
+    explain = "EXPLAIN (ANALYZE, FORMAT JSON)"
+    wanted, found, [[plan]] = _look_up_and_explain(postgres_url(), 5_000, explain)
+    assert found == wanted
 
     def nodes(node: dict) -> list[dict]:
         return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
