@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -154,10 +155,47 @@ def _serialize_part(part: _Part) -> bytes:
     return b"".join(_header(*header) for header in headers) + CRLF + content
 
 
-@functools.lru_cache(maxsize=256)
 def _header(name: str, value: str, params: tuple[tuple[str, str], ...] = ()) -> bytes:
-    """One header line, made and folded by the email package (which refuses CR and LF in a
-    value). Most repeat in every letter (sender, part headers, boundaries): made once."""
+    """One header line, as the email package makes and folds it (and it refuses CR and LF in
+    a value). The ones that change with every letter (To, Message-ID, Content-ID) are written
+    directly when they are the plain form our own code makes, which the package would write
+    unchanged (tests compare the two); it took 0.2 ms of every letter (bench/)."""
+    if not params:
+        plain = _plain_header(name, value)
+        if plain is not None:
+            return plain
+    return _folded_header(name, value, params)
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_PLAIN_VALUES = {
+    # A comma-separated list of bare addresses (addresses.py only lets such through).
+    "To": re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}(?:, {_DOT_ATOM}@{_DOT_ATOM})*"),
+    "Message-ID": re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>"),
+    "Content-ID": re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>"),
+}
+_LINE = 78  # SMTP policy's max_line_length
+
+
+def _plain_header(name: str, value: str) -> bytes | None:
+    """The header as the email package writes it, for values it leaves as they are; None
+    for anything else. Such a value has no space to fold at (a Message-ID) or fits one line:
+    a whole line, or else on a line of its own after the name, as the package folds it."""
+    pattern = _PLAIN_VALUES.get(name)
+    if pattern is None or not pattern.fullmatch(value):
+        return None
+    if len(name) + 2 + len(value) <= _LINE:
+        return f"{name}: {value}\r\n".encode("ascii")
+    if name != "To" and len(value) + 1 <= _LINE:
+        return f"{name}:\r\n {value}\r\n".encode("ascii")
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _folded_header(name: str, value: str, params: tuple[tuple[str, str], ...] = ()) -> bytes:
+    """A header made and folded by the email package. Most repeat in every letter (sender,
+    part headers, boundaries): made once."""
     holder = EmailMessage(policy=POLICY)
     holder.add_header(name, value, **dict(params))
     return _header_block(holder)
