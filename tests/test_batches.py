@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, event, inspect, select, text
+from sqlalchemy import create_engine, event, inspect, make_url, select, text
 
 from cobranca.config import Delivery, load_config
 from cobranca.demo import write_demo_database
@@ -355,6 +355,83 @@ def test_a_history_from_an_earlier_release_loses_the_index_that_made_planning_qu
     engine.dispose()
     assert "ix_letter_queue" not in indexes
     assert "ix_letter_status_queue" in indexes
+
+
+_COMPRESSION = text(
+    "SELECT attcompression FROM pg_attribute "
+    "WHERE attrelid = 'cobranca_letters'::regclass AND attname = 'raw_message'"
+)
+
+
+def _opened_with_statements(url: str) -> list[str]:
+    """Open (and close) a history on ``url``; the statements that took."""
+    engine = create_engine(url)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    HistoryStore(url, engine=engine).close()
+    return statements
+
+
+@pytest.mark.postgres
+def test_stored_messages_are_compressed_with_lz4_on_postgresql(
+    postgres_url: Callable[[], str],
+) -> None:
+    url = postgres_url()
+    history = HistoryStore(url)
+    customers = _a_day_of_letters(history, 1)
+    history.close()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            assert connection.scalar(_COMPRESSION) == "l"
+            connection.execute(text(  # a ~60 KB message, as stored when a letter is sent
+                "UPDATE cobranca_letters SET raw_message = repeat('Prezado cliente, ', 3500) "
+                "WHERE customer_code = :code"
+            ), {"code": customers[0][0]})  # fmt: skip
+            stored = connection.scalar(text(
+                "SELECT pg_column_compression(raw_message) FROM cobranca_letters"
+            ))  # fmt: skip
+            assert stored == "lz4"
+            # A history made by an earlier release is switched when opened, once.
+            connection.execute(text(
+                "ALTER TABLE cobranca_letters ALTER COLUMN raw_message SET COMPRESSION pglz"
+            ))  # fmt: skip
+        altered = [s for s in _opened_with_statements(url) if s.startswith("ALTER")]
+        assert altered == [
+            "ALTER TABLE cobranca_letters ALTER COLUMN raw_message SET COMPRESSION lz4"
+        ]
+        assert not [s for s in _opened_with_statements(url) if s.startswith("ALTER")]
+        with engine.connect() as connection:
+            assert connection.scalar(_COMPRESSION) == "l"
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_alter_the_history_still_opens_it(
+    postgres_url: Callable[[], str],
+) -> None:
+    """An auditor's read-only role opens a history the switch to lz4 has not reached."""
+    url = postgres_url()
+    HistoryStore(url).close()
+    role = f"cobranca_reader_{os.getpid()}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text(
+                "ALTER TABLE cobranca_letters ALTER COLUMN raw_message SET COMPRESSION pglz"
+            ))  # fmt: skip
+            connection.execute(text(f"CREATE ROLE {role} LOGIN"))
+            connection.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"))
+        reader_url = make_url(url).set(username=role)
+        HistoryStore(reader_url).close()
+        with engine.connect() as connection:
+            assert connection.scalar(_COMPRESSION) == "p"
+    finally:
+        with engine.connect() as connection:
+            connection.execute(text(f"DROP OWNED BY {role}"))
+            connection.execute(text(f"DROP ROLE IF EXISTS {role}"))
+        engine.dispose()
 
 
 def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
