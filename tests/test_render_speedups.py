@@ -97,6 +97,80 @@ def test_unsafe_callables_are_refused_and_macros_and_methods_run(
     assert render(env, source) == "<A>"
 
 
+MACROS = (
+    "{% macro show(x, label='') %}{{ label }}{{ x }}{% endmacro %}"
+    "{% macro box() %}[{{ caller() }}]{% endmacro %}"
+    "{% macro many() %}{{ varargs|join('+') }}{{ kwargs.get('sep', '') }}{% endmacro %}"
+)
+CALLS = (
+    "{{ show(name) }}|{{ show(name, label='<i>') }}|"
+    "{% for n in names %}{{ show(n) }}{{ loop.cycle(',', ';') }}{% endfor %}|"
+    "{% call box() %}{{ name }}{% endcall %}|{{ many(name, '&', sep='/') }}|"
+    "{% set words = name.split('>') %}{{ words|join(' ') }}"
+)
+DATA = {"name": "<b>Ana & Cia</b>", "names": ["<x>", "y", "&"]}
+
+
+def _stock_sandbox(folder: Path) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+@pytest.mark.parametrize("source", ["x.html.j2", "x.txt.j2"])
+def test_macros_and_methods_render_as_in_jinjas_sandbox(tmp_path: Path, source: str) -> None:
+    """Called directly, macros (in loops, with caller, varargs and keywords) and methods
+    print what Jinja's own sandbox prints, escaped or not as their letter is."""
+    (tmp_path / source).write_text(MACROS + CALLS, encoding="utf-8")
+    ours = make_environment(tmp_path).get_template(source).render(DATA)
+    assert ours == _stock_sandbox(tmp_path).get_template(source).render(DATA)
+    assert ("<b>" in ours) is source.endswith(".txt.j2")
+
+
+def test_a_plain_text_macro_in_an_html_letter_is_escaped(tmp_path: Path) -> None:
+    """Jinja marks the output of a macro from a template that does not escape (a .j2 of
+    textos/) safe when an HTML letter calls it: the customer's name would go in raw."""
+    (tmp_path / "m.j2").write_text(MACROS, encoding="utf-8")
+    (tmp_path / "x.html.j2").write_text(
+        "{% from 'm.j2' import show, box, many %}" + CALLS, encoding="utf-8"
+    )
+    stock = _stock_sandbox(tmp_path).get_template("x.html.j2").render(DATA)
+    assert stock.startswith("<b>Ana & Cia</b>|")  # the hole
+    ours = make_environment(tmp_path).get_template("x.html.j2").render(DATA)
+    assert ours.startswith("&lt;b&gt;Ana &amp; Cia&lt;/b&gt;|&lt;i&gt;&lt;b&gt;Ana")
+    assert "<b>" not in ours and "<x>" not in ours and "<i>" not in ours
+
+
+@pytest.mark.parametrize(
+    ("tag", "line"),
+    [
+        ("{% include 'textos/aviso.j2' %}", "include"),
+        ("{% include 'aviso.txt.j2' %}", "include"),
+        ("{% include nome %}", "include"),
+        ("{% extends 'textos/aviso.j2' %}", "extends"),
+    ],
+)
+def test_an_html_letter_cannot_print_a_template_that_does_not_escape(
+    tmp_path: Path, tag: str, line: str
+) -> None:
+    (tmp_path / "textos").mkdir()
+    (tmp_path / "textos" / "aviso.j2").write_text("{{ name }}", encoding="utf-8")
+    (tmp_path / "aviso.txt.j2").write_text("{{ name }}", encoding="utf-8")
+    (tmp_path / "x.html.j2").write_text(f"<p>ok</p>\n{tag}\n", encoding="utf-8")
+    env = make_environment(tmp_path)
+    with pytest.raises(jinja2.TemplateSyntaxError, match=f"may only {line} templates") as error:
+        env.get_template("x.html.j2").render(name="<script>", nome="aviso.txt.j2")
+    assert error.value.lineno == 2
+    # HTML includes HTML, and a text letter includes what it likes.
+    (tmp_path / "parte.html.j2").write_text("<i>{{ name }}</i>", encoding="utf-8")
+    (tmp_path / "y.html.j2").write_text("{% include 'parte.html.j2' %}", encoding="utf-8")
+    assert env.get_template("y.html.j2").render(name="<s>") == "<i>&lt;s&gt;</i>"
+    (tmp_path / "y.txt.j2").write_text("{% include 'textos/aviso.j2' %}", encoding="utf-8")
+    assert env.get_template("y.txt.j2").render(name="<s>") == "<s>"
+
+
 def test_str_format_stays_sandboxed(env: ImmutableSandboxedEnvironment) -> None:
     with pytest.raises(SecurityError):
         render(env, "{{ '{0.__class__}'.format(c) }}", c={})

@@ -205,9 +205,24 @@ class LetterEnvironment(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         # A template's own macros and built-in methods ("texto.strip()") cannot carry the
-        # unsafe_callable / alters_data marks the sandbox looks for: no need to look.
-        if type(__obj) in _UNMARKABLE_CALLABLES:
-            return __context.call(__obj, *args, **kwargs)
+        # unsafe_callable / alters_data marks the sandbox looks for: no need to look. They are
+        # called as Context.call calls them, without its search for pass_context marks: a
+        # macro takes the caller's eval context (its autoescaping), a built-in method nothing.
+        kind = type(__obj)
+        if kind in _UNMARKABLE_CALLABLES:
+            kwargs.pop("_loop_vars", None)
+            kwargs.pop("_block_vars", None)
+            try:
+                if kind is Macro and __obj._default_autoescape:
+                    return __obj(__context.eval_ctx, *args, **kwargs)
+                # A macro from a template that does not escape (textos/*.j2), called in an
+                # HTML letter, returns plain text for the caller to escape: Jinja would mark
+                # its unescaped output safe (tests/test_render_speedups.py).
+                return __obj(*args, **kwargs)
+            except StopIteration:  # as Context.call has it
+                return __self.undefined(
+                    "value was undefined because a callable raised a StopIteration exception"
+                )
         return super().call(__context, __obj, *args, **kwargs)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
@@ -229,7 +244,30 @@ class LetterEnvironment(ImmutableSandboxedEnvironment):
                     name,
                     filename,
                 )
+        if self._escapes(name):
+            # What an included or parent template prints goes out as it escapes it: one that
+            # does not (textos/*.j2, a .txt.j2) would put customer data into the HTML raw.
+            for node in tree.find_all((nodes.Include, nodes.Extends)):
+                target = node.template
+                if not (isinstance(target, nodes.Const) and self._escapes(target.value)):
+                    tag = "include" if isinstance(node, nodes.Include) else "extends"
+                    shown = target.value if isinstance(target, nodes.Const) else "that"
+                    raise jinja2.TemplateSyntaxError(
+                        f"{{% {tag} %}} of {shown!r}: an HTML letter may only {tag} "
+                        f"templates named *{HTML_SUFFIX}, which escape customer data "
+                        "(take texts from other files with {% import %})",
+                        node.lineno,
+                        name,
+                        filename,
+                    )
         return tree
+
+    def _escapes(self, name: object) -> bool:
+        """Whether the template of this name is autoescaped (HTML)."""
+        autoescape = self.autoescape
+        if callable(autoescape):
+            return isinstance(name, str) and bool(autoescape(name))
+        return bool(autoescape)
 
 
 def make_environment(templates_dir: Path) -> ImmutableSandboxedEnvironment:
