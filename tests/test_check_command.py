@@ -374,6 +374,17 @@ def test_check_refuses_turning_autoescape_off(
     assert "autoescape" in problem
 
 
+def test_check_refuses_an_html_letter_including_a_plain_text_file(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_template(site, "primeiro-aviso.html.j2", '{% include "textos/primeiro-aviso.j2" %}')
+    code, _, err = cli(capsys, "check", "--config", str(site))
+    assert code == 2
+    (problem,) = problem_lines(err)
+    assert "primeiro-aviso.html.j2:4:" in problem
+    assert "may only include templates named *.html.j2" in problem
+
+
 def test_check_reports_a_macro_that_calls_itself(site: Path) -> None:
     put_template(
         site,
