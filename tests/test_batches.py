@@ -29,6 +29,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, event, inspect, make_url, select, text
+from sqlalchemy.dialects import postgresql
 
 from cobranca.config import Delivery, load_config
 from cobranca.demo import write_demo_database
@@ -284,10 +285,12 @@ def _look_up_and_explain(
     try:
         customers = _a_day_of_letters(history, letters)
         wanted = customers[letters // 3 : letters // 3 + 50]
-        statement = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
+        statement, params = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
         with history.engine.connect() as connection:
-            found = sorted((code, store) for _, code, store, _ in connection.execute(statement))
-            compiled = statement.compile(
+            found = sorted(
+                (code, store) for _, code, store, _ in connection.execute(statement, params)
+            )
+            compiled = statement.params(params).compile(
                 dialect=history.engine.dialect, compile_kwargs={"literal_binds": True}
             )
             explained = connection.exec_driver_sql(f"{explain} {compiled}").all()
@@ -331,6 +334,55 @@ def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_po
     assert sum(step.get("Rows Removed by Index Recheck", 0) for step in steps) == 0, steps
 
 
+def test_plan_lookup_is_built_once_per_batch_size(tmp_path: Path) -> None:
+    """Each batch binds its customers to the same statement (bench/: building it was a fifth
+    of the plan), and each gets its own letters."""
+    history = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
+    try:
+        customers = _a_day_of_letters(history, 200)
+        first, second = customers[:50], customers[100:150]
+        statement, first_params = existing_letters_statement("primeiro-aviso", AS_OF, first)
+        same, second_params = existing_letters_statement("primeiro-aviso", AS_OF, second)
+        assert same is statement
+        with history.engine.connect() as connection:
+            for wanted, params in ((first, first_params), (second, second_params)):
+                rows = connection.execute(statement, params).all()
+                assert sorted((code, store) for _, code, store, _ in rows) == wanted
+    finally:
+        history.close()
+
+
+@pytest.mark.postgres
+def test_plan_lookup_prepared_once_still_probes_the_unique_key_postgresql(
+    postgres_url: Callable[[], str],
+) -> None:
+    """The look-up's text is the same for every batch, so psycopg prepares it and PostgreSQL
+    may plan it once for any values (a generic plan): that plan probes the key too."""
+    history = HistoryStore(postgres_url())
+    try:
+        customers = _a_day_of_letters(history, 5_000)
+        wanted = customers[2_000:2_050]
+        statement, params = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
+        compiled = statement.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+        values = ", ".join(f"'{params[name]}'" for name in compiled.positiontup or ())
+        with history.engine.connect() as connection:
+            connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+            connection.exec_driver_sql(f"PREPARE look_up AS {compiled}")
+            [[plan]] = connection.exec_driver_sql(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE look_up({values})"
+            ).all()
+    finally:
+        history.close()
+
+    def nodes(node: dict) -> list[dict]:
+        return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
+
+    steps = nodes(plan[0]["Plan"])
+    assert plan[0]["Plan"]["Actual Rows"] == 50
+    assert {step.get("Index Name") for step in steps if "Index Name" in step} == {"uq_letter"}
+    assert sum(step.get("Rows Removed by Filter", 0) for step in steps) == 0, steps
+
+
 def test_a_history_from_an_earlier_release_loses_the_index_that_made_planning_quadratic(
     tmp_path: Path,
 ) -> None:
@@ -346,9 +398,9 @@ def test_a_history_from_an_earlier_release_loses_the_index_that_made_planning_qu
     history = HistoryStore(url)
     try:
         customers = _a_day_of_letters(history, 300)
-        statement = existing_letters_statement("primeiro-aviso", AS_OF, customers[:10])
+        statement, params = existing_letters_statement("primeiro-aviso", AS_OF, customers[:10])
         with history.engine.connect() as connection:
-            assert len(connection.execute(statement).all()) == 10
+            assert len(connection.execute(statement, params).all()) == 10
     finally:
         history.close()
     indexes = {index["name"] for index in inspect(engine).get_indexes("cobranca_letters")}
