@@ -350,39 +350,24 @@ def test_check_reports_sandbox_escape_in_subject(
     assert "SecurityError" in problem
 
 
-def test_check_safe_filter_is_unavailable(site: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    put_template(site, "primeiro-aviso.html.j2", "<p>{{ customer.name|safe }}</p>")
-    code, _, err = cli(capsys, "check", "--config", str(site))
-    assert code == 2
-    (problem,) = problem_lines(err)
-    assert "primeiro-aviso.html.j2:4:" in problem
-    assert "safe" in problem
-
-
-def test_check_refuses_turning_autoescape_off(
-    site: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("<p>{{ customer.name|safe }}</p>", "safe"),
+        ("{% autoescape false %}<p>{{ customer.name }}</p>{% endautoescape %}", "autoescape"),
+        ('{% include "textos/primeiro-aviso.j2" %}', "may only include templates named *.html.j2"),
+    ],
+    ids=["safe filter", "autoescape off", "plain-text include"],
+)
+def test_check_refuses_what_would_print_customer_data_unescaped(
+    site: Path, capsys: pytest.CaptureFixture[str], source: str, named: str
 ) -> None:
-    put_template(
-        site,
-        "primeiro-aviso.html.j2",
-        "{% autoescape false %}<p>{{ customer.name }}</p>{% endautoescape %}",
-    )
+    put_template(site, "primeiro-aviso.html.j2", source)
     code, _, err = cli(capsys, "check", "--config", str(site))
     assert code == 2
     (problem,) = problem_lines(err)
     assert "primeiro-aviso.html.j2:4:" in problem
-    assert "autoescape" in problem
-
-
-def test_check_refuses_an_html_letter_including_a_plain_text_file(
-    site: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    put_template(site, "primeiro-aviso.html.j2", '{% include "textos/primeiro-aviso.j2" %}')
-    code, _, err = cli(capsys, "check", "--config", str(site))
-    assert code == 2
-    (problem,) = problem_lines(err)
-    assert "primeiro-aviso.html.j2:4:" in problem
-    assert "may only include templates named *.html.j2" in problem
+    assert named in problem
 
 
 def test_check_reports_a_macro_that_calls_itself(site: Path) -> None:
