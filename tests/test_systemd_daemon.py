@@ -8,7 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 import time_machine
 
 from cobranca.cli import main
-from cobranca.scheduler import Daemon
+from cobranca.scheduler import Daemon, _Wakeup
 from conftest import REPO, config_data, write_config
 
 SP = ZoneInfo("America/Sao_Paulo")
@@ -76,6 +78,64 @@ def test_notify_ready_status_watchdog_reload_and_stop(demo_sqlite: str, tmp_path
     assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines
     assert any("config reloaded" in line for line in lines)
     assert any(line.startswith("<6>") and "daemon stopped" in line for line in lines)
+
+
+@pytest.fixture
+def wakeup() -> Iterator[_Wakeup]:
+    """A control loop's wake-up with this process's handlers, put back afterwards."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGHUP, signal.SIGTERM)}
+    wake = _Wakeup()
+    wake.install(signal.SIGHUP, signal.SIGTERM)
+    try:
+        yield wake
+    finally:
+        wake.close()
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def test_a_signal_or_a_poke_wakes_the_loop_before_its_timeout(wakeup: _Wakeup) -> None:
+    assert wakeup.wait(0.01) == []
+    signal.raise_signal(signal.SIGHUP)
+    signal.raise_signal(signal.SIGTERM)
+    start = time.monotonic()
+    assert wakeup.wait(60) == [signal.SIGHUP, signal.SIGTERM]
+    assert time.monotonic() - start < 30  # woken, not timed out
+    poker = threading.Timer(0.05, wakeup.poke)  # as the scheduler's thread does after a run
+    poker.start()
+    start = time.monotonic()
+    assert wakeup.wait(60) == []
+    assert time.monotonic() - start < 30
+    poker.join()
+
+
+def test_a_burst_of_reloads_leaves_the_daemon_answering(demo_sqlite: str, tmp_path: Path) -> None:
+    """Signals arrive at any point of the control loop: none may hang it. An Event set from
+    the SIGHUP handler did when the loop held that Event's lock: with the loop turning every
+    millisecond (the watchdog's pace here), this burst hung the earlier code in 4 of 6 runs."""
+    path = _config(tmp_path, demo_sqlite)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000"}
+        env.pop("WATCHDOG_PID", None)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cobranca", "daemon", "--config", str(path)],
+            stderr=subprocess.DEVNULL, cwd=REPO, env=env,
+        )  # fmt: skip
+        try:
+            _messages(sock, "READY=1")
+            for _ in range(4000):
+                process.send_signal(signal.SIGHUP)
+                time.sleep(0.0002)
+            assert "RELOADING=1" in _messages(sock, "RELOADING=1")
+            _messages(sock, "READY=1")
+            process.send_signal(signal.SIGTERM)
+            assert "STOPPING=1" in _messages(sock, "STOPPING=1")
+            assert process.wait(timeout=30) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
 
 
 def test_json_log_lines(demo_sqlite: str, tmp_path: Path) -> None:

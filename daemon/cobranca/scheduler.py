@@ -12,7 +12,10 @@ later the same day; a second daemon on the same history finds the slot taken.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import select
 import signal
 import threading
 import time
@@ -301,6 +304,52 @@ def load_and_check(path: Path) -> Config:
     return config
 
 
+class _Wakeup:
+    """Wakes the control loop, from signal handlers and from the scheduler's threads alike.
+
+    A signal handler runs in the main thread between any two of its bytecodes, also while it
+    holds a threading.Event's lock inside wait() or clear(): an Event set from the handler
+    then waits for itself, forever (a reload hung the daemon so, rarely, in CI). So handlers
+    only note the signal, and the signal itself is written to this pipe from C
+    (signal.set_wakeup_fd), which the loop waits on.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        self._signals: list[int] = []
+
+    def install(self, *signums: int) -> None:
+        for signum in signums:
+            signal.signal(signum, self._note)
+        signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._signals.append(signum)  # one C call: safe at any point of the main thread
+
+    def poke(self) -> None:
+        """From any thread: wake the loop."""
+        with contextlib.suppress(BlockingIOError):  # full: the loop has wake-ups to read
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float | None) -> list[int]:
+        """Until a signal, a poke or the timeout; the signals received since the last call."""
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
+        received = []
+        while self._signals:
+            received.append(self._signals.pop(0))
+        return received
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        os.close(self._read)
+        os.close(self._write)
+
+
 def serve(config_path: Path) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads. Returns the process exit code.
 
@@ -309,38 +358,29 @@ def serve(config_path: Path) -> int:
     STOPPING=1 around a reload and a stop.
     """
     daemon = Daemon(config_path)
-    wake = threading.Event()
-    reload_requested = threading.Event()
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        daemon.stop_event.set()
-        wake.set()
-
-    def on_reload(signum: int, frame: FrameType | None) -> None:
-        reload_requested.set()
-        wake.set()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_reload)
-    daemon.scheduler.add_listener(lambda event: wake.set(), EVENT_JOB_EXECUTED)
+    wakeup = _Wakeup()
+    wakeup.install(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    daemon.scheduler.add_listener(lambda event: wakeup.poke(), EVENT_JOB_EXECUTED)
     daemon.start()
     log.info("daemon started with %s", config_path)
     notify("READY=1", f"STATUS={daemon.status_line()}")
     interval = watchdog_interval()
     while not daemon.stop_event.is_set():
-        wake.wait(timeout=interval)
-        wake.clear()
+        received = wakeup.wait(interval)
         if interval:
             notify("WATCHDOG=1")
-        if reload_requested.is_set():
-            reload_requested.clear()
+        stops = [signum for signum in received if signum != signal.SIGHUP]
+        if stops:
+            log.info("received %s: stopping", signal.Signals(stops[0]).name)
+            daemon.stop_event.set()
+            break
+        if signal.SIGHUP in received:
             notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
             daemon.reload()
             notify("READY=1")
         notify(f"STATUS={daemon.status_line()}")
     notify("STOPPING=1", "STATUS=stopping: finishing the letter in flight")
     daemon.stop()
+    wakeup.close()
     log.info("daemon stopped")
     return 0
