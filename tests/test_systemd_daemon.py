@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -48,32 +49,41 @@ def _messages(sock: socket.socket, until: str, timeout: float = 20) -> list[str]
     raise AssertionError(f"{until!r} never came; got {seen}")
 
 
-def test_notify_ready_status_watchdog_reload_and_stop(demo_sqlite: str, tmp_path: Path) -> None:
-    path = _config(tmp_path, demo_sqlite)
+@contextmanager
+def _daemon(
+    tmp_path: Path, source: str, watchdog_usec: str, **popen: Any
+) -> Iterator[tuple[socket.socket, subprocess.Popen[str]]]:
+    """`cobranca daemon` as systemd starts it, and the socket its notifications arrive at."""
+    path = _config(tmp_path, source)
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(address)
-        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000",
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": watchdog_usec,
                "JOURNAL_STREAM": "8:1234", "PYTHONUNBUFFERED": "1"}  # fmt: skip
         env.pop("WATCHDOG_PID", None)
         process = subprocess.Popen(
             [sys.executable, "-m", "cobranca", "daemon", "--config", str(path)],
-            stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+            text=True, cwd=REPO, env=env, **popen,
         )  # fmt: skip
         try:
-            first = _messages(sock, "READY=1")
-            assert any(m.startswith("STATUS=next: ") for m in first)
-            assert "WATCHDOG=1" in _messages(sock, "WATCHDOG=1")
-            process.send_signal(signal.SIGHUP)
-            reload = _messages(sock, "READY=1")
-            assert "RELOADING=1" in reload
-            process.send_signal(signal.SIGTERM)
-            assert "STOPPING=1" in _messages(sock, "STOPPING=1")
-            assert process.wait(timeout=20) == 0
+            yield sock, process
         finally:
             if process.poll() is None:
                 process.kill()
-        stderr = process.stderr.read() if process.stderr else ""
+
+
+def test_notify_ready_status_watchdog_reload_and_stop(demo_sqlite: str, tmp_path: Path) -> None:
+    with _daemon(tmp_path, demo_sqlite, "400000", stderr=subprocess.PIPE) as (sock, process):
+        first = _messages(sock, "READY=1")
+        assert any(m.startswith("STATUS=next: ") for m in first)
+        assert "WATCHDOG=1" in _messages(sock, "WATCHDOG=1")
+        process.send_signal(signal.SIGHUP)
+        reload = _messages(sock, "READY=1")
+        assert "RELOADING=1" in reload
+        process.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in _messages(sock, "STOPPING=1")
+        assert process.wait(timeout=20) == 0
+    stderr = process.stderr.read() if process.stderr else ""
     lines = [line for line in stderr.splitlines() if line]
     assert lines and all(line[:3] in ("<6>", "<4>", "<3>", "<7>") for line in lines), lines
     assert any("config reloaded" in line for line in lines)
@@ -113,29 +123,16 @@ def test_a_burst_of_reloads_leaves_the_daemon_answering(demo_sqlite: str, tmp_pa
     """Signals arrive at any point of the control loop: none may hang it. An Event set from
     the SIGHUP handler did when the loop held that Event's lock: with the loop turning every
     millisecond (the watchdog's pace here), this burst hung the earlier code in 4 of 6 runs."""
-    path = _config(tmp_path, demo_sqlite)
-    address = str(tmp_path / "notify.sock")
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.bind(address)
-        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "2000"}
-        env.pop("WATCHDOG_PID", None)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cobranca", "daemon", "--config", str(path)],
-            stderr=subprocess.DEVNULL, cwd=REPO, env=env,
-        )  # fmt: skip
-        try:
-            _messages(sock, "READY=1")
-            for _ in range(4000):
-                process.send_signal(signal.SIGHUP)
-                time.sleep(0.0002)
-            assert "RELOADING=1" in _messages(sock, "RELOADING=1")
-            _messages(sock, "READY=1")
-            process.send_signal(signal.SIGTERM)
-            assert "STOPPING=1" in _messages(sock, "STOPPING=1")
-            assert process.wait(timeout=30) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
+    with _daemon(tmp_path, demo_sqlite, "2000", stderr=subprocess.DEVNULL) as (sock, process):
+        _messages(sock, "READY=1")
+        for _ in range(4000):
+            process.send_signal(signal.SIGHUP)
+            time.sleep(0.0002)
+        assert "RELOADING=1" in _messages(sock, "RELOADING=1")
+        _messages(sock, "READY=1")
+        process.send_signal(signal.SIGTERM)
+        assert "STOPPING=1" in _messages(sock, "STOPPING=1")
+        assert process.wait(timeout=30) == 0
 
 
 def test_json_log_lines(demo_sqlite: str, tmp_path: Path) -> None:
