@@ -168,14 +168,14 @@ def _header(name: str, value: str, params: tuple[tuple[str, str], ...] = ()) -> 
 
 
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = rf"{_ATOM}(?:\.{_ATOM})*"
+_ADDR_SPEC = rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*"
+_MESSAGE_ID = re.compile(rf"<{_ADDR_SPEC}>")
 _PLAIN_VALUES = {
     # A comma-separated list of bare addresses (addresses.py only lets such through).
-    "To": re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}(?:, {_DOT_ATOM}@{_DOT_ATOM})*"),
-    "Message-ID": re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>"),
-    "Content-ID": re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>"),
+    "To": re.compile(rf"{_ADDR_SPEC}(?:, {_ADDR_SPEC})*"),
+    "Message-ID": _MESSAGE_ID,
+    "Content-ID": _MESSAGE_ID,
 }
-_LINE = 78  # SMTP policy's max_line_length
 
 
 def _plain_header(name: str, value: str) -> bytes | None:
@@ -185,9 +185,10 @@ def _plain_header(name: str, value: str) -> bytes | None:
     pattern = _PLAIN_VALUES.get(name)
     if pattern is None or not pattern.fullmatch(value):
         return None
-    if len(name) + 2 + len(value) <= _LINE:
+    line = POLICY.max_line_length
+    if len(name) + 2 + len(value) <= line:
         return f"{name}: {value}\r\n".encode("ascii")
-    if name != "To" and len(value) + 1 <= _LINE:
+    if name != "To" and len(value) + 1 <= line:
         return f"{name}:\r\n {value}\r\n".encode("ascii")
     return None
 
