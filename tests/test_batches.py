@@ -299,6 +299,11 @@ def _look_up_and_explain(
     return wanted, found, list(explained)
 
 
+def _plan_steps(node: dict) -> list[dict]:
+    """A PostgreSQL JSON plan's node and all the nodes under it."""
+    return [node] + [step for child in node.get("Plans", []) for step in _plan_steps(child)]
+
+
 def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_sqlite(
     tmp_path: Path,
 ) -> None:
@@ -323,10 +328,7 @@ def test_plan_lookup_probes_the_unique_key_instead_of_scanning_the_days_queue_po
     wanted, found, [[plan]] = _look_up_and_explain(postgres_url(), 5_000, explain)
     assert found == wanted
 
-    def nodes(node: dict) -> list[dict]:
-        return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
-
-    steps = nodes(plan[0]["Plan"])
+    steps = _plan_steps(plan[0]["Plan"])
     # Letters read through an index, each of them one the look-up asked for: the day's other
     # 4,950 letters are never visited (the IN look-up removed them one by one, with a filter).
     assert {step.get("Index Name") for step in steps if "Index Name" in step} == {"uq_letter"}
@@ -374,10 +376,7 @@ def test_plan_lookup_prepared_once_still_probes_the_unique_key_postgresql(
     finally:
         history.close()
 
-    def nodes(node: dict) -> list[dict]:
-        return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
-
-    steps = nodes(plan[0]["Plan"])
+    steps = _plan_steps(plan[0]["Plan"])
     assert plan[0]["Plan"]["Actual Rows"] == 50
     assert {step.get("Index Name") for step in steps if "Index Name" in step} == {"uq_letter"}
     assert sum(step.get("Rows Removed by Filter", 0) for step in steps) == 0, steps
