@@ -70,6 +70,33 @@ def _phases(config: Any, run_ids: list[int]) -> dict[str, float | None]:
     return {"plan_s": plan, "deliver_s": deliver}
 
 
+def time_to_letter(config_path: Path, number: int) -> float | None:
+    """Seconds from the first run's start to the ``number``-th letter sent, from the history's
+    own times (``sent_at``), whichever process sent it; None when fewer were sent."""
+    from sqlalchemy import func, select
+
+    from cobranca.config import load_config
+    from cobranca.history import HistoryStore, LetterRecord, RunRecord
+    from cobranca.models import LetterStatus
+
+    store = HistoryStore(load_config(config_path).history.engine_url())
+    try:
+        with store.engine.connect() as connection:
+            started = connection.scalar(select(func.min(RunRecord.started_at)))
+            reached = connection.scalar(
+                select(LetterRecord.sent_at)
+                .where(LetterRecord.status == LetterStatus.SENT.value)
+                .order_by(LetterRecord.sent_at)
+                .offset(number - 1)
+                .limit(1)
+            )
+    finally:
+        store.close()
+    if started is None or reached is None:
+        return None
+    return (reached - started).total_seconds()
+
+
 _VERB = re.compile(r"^\s*(SELECT|INSERT INTO|UPDATE|DELETE FROM|WITH)\b", re.IGNORECASE)
 _FROM = re.compile(r"\bFROM\s+\(?\s*\"?(\w+)", re.IGNORECASE)
 _TABLE = re.compile(r"^\s*(?:INSERT INTO|UPDATE|DELETE FROM)\s+\"?(\w+)", re.IGNORECASE)
