@@ -55,7 +55,8 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
-from sqlalchemy.sql import CompoundSelect, Select
+from sqlalchemy.sql import CompoundSelect, Executable, Select
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
 
 from .config import ConfigError, Database
@@ -348,12 +349,6 @@ class LetterFinish:
     titles: Sequence[Title] | None = None
     raw_message: str | None = None
     actor: str | None = None
-
-
-CLAIM_COLUMNS = (
-    LetterRecord.id, LetterRecord.layout, LetterRecord.as_of, LetterRecord.customer_code,
-    LetterRecord.customer_store, LetterRecord.message_id,
-)  # fmt: skip
 
 
 def utcnow() -> datetime:
@@ -814,15 +809,10 @@ class HistoryStore:
         on SQLite (one writer at a time) the guarded update decides, and a sender that lost
         every letter it picked picks again. An empty list: none is left.
         """
-        pick = (
-            self._planned(layout, as_of)
-            .order_by(LetterRecord.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        pick, params = _pick_planned(limit), {"layout": layout, "as_of": as_of}
         while True:
             with Session(self.engine) as session, session.begin():
-                letter_ids = list(session.scalars(pick))
+                letter_ids = list(session.scalars(pick, params))
                 if not letter_ids:
                     return []
                 claimed = self._claim(session, letter_ids)
@@ -837,30 +827,14 @@ class HistoryStore:
 
     def _claim(self, session: Session, letter_ids: Sequence[int]) -> list[ClaimedLetter]:
         """planned → sending for those still planned, inside the caller's transaction."""
-        now = utcnow()
+        statements = _claim_statements()
         taken = session.execute(
-            update(LetterRecord)
-            .where(
-                LetterRecord.id.in_(letter_ids),
-                LetterRecord.status == LetterStatus.PLANNED.value,
-            )
-            .values(
-                status=LetterStatus.SENDING.value,
-                holder=this_worker(),
-                claimed_at=now,
-                updated_at=now,
-                attempts=LetterRecord.attempts + 1,
-            )
-            .returning(*CLAIM_COLUMNS)
+            statements.claim, {"ids": list(letter_ids), "holder": this_worker(), "now": utcnow()}
         ).all()
         if not taken:
             return []
         recnos: dict[int, list[int]] = {row.id: [] for row in taken}
-        for letter_id, recno in session.execute(
-            select(LetterTitleRecord.letter_id, LetterTitleRecord.recno)
-            .where(LetterTitleRecord.letter_id.in_(recnos))
-            .order_by(LetterTitleRecord.id)
-        ):
+        for letter_id, recno in session.execute(statements.recnos, {"ids": list(recnos)}):
             recnos[letter_id].append(recno)
         taken = sorted(taken, key=lambda row: row.id)
         _log_many(session, [(row.id, LetterStatus.SENDING, "", None) for row in taken])
@@ -933,15 +907,9 @@ class HistoryStore:
                 new_titles[finish.letter_id] = finish.titles
             row = {f"new_{name}": value for name, value in values.items()}
             shapes.setdefault(tuple(values), []).append({"letter_id": finish.letter_id, **row})
-        table = LetterRecord.__table__
         with Session(self.engine) as session, session.begin():
             for columns, rows in shapes.items():
-                session.execute(
-                    update(table)
-                    .where(table.c.id == bindparam("letter_id"))
-                    .values({name: bindparam(f"new_{name}") for name in columns}),
-                    rows,
-                )
+                session.execute(_finish_statement(columns), rows)
             _replace_titles(session, new_titles, only_changed=True)
             _log_many(
                 session,
@@ -1070,18 +1038,11 @@ class HistoryStore:
         An open dispute or payment claim suspends until closed; a promise until its date plus
         the grace period (then, if unpaid, it is broken and the ladder resumes).
         """
-        statement = select(ResponseRecord).where(
-            ResponseRecord.closed_at.is_(None),
-            ResponseRecord.kind.in_(SUSPENDING_KINDS),
-        )
-        if customer is not None:
-            statement = statement.where(
-                ResponseRecord.customer_code == customer[0],
-                ResponseRecord.customer_store == customer[1],
-            )
+        statement = _open_suspending_responses(customer is not None)
+        params = {} if customer is None else {"code": customer[0], "store": customer[1]}
         suspended: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
-        with Session(self.engine) as session:
-            for r in session.scalars(statement):
+        with self.engine.connect() as connection:
+            for r in connection.execute(statement, params):
                 if r.kind == "promise":
                     assert r.promised_date is not None
                     until = r.promised_date + timedelta(days=grace_days)
@@ -1289,12 +1250,8 @@ def append_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
     row lock (PostgreSQL), so concurrent writers append one batch after the other, never forking.
     """
     session.flush()
-    seq, prev = session.execute(
-        update(ChainHeadRecord)
-        .where(ChainHeadRecord.id == 1)
-        .values(seq=ChainHeadRecord.seq + len(events))
-        .returning(ChainHeadRecord.seq, ChainHeadRecord.hash)
-    ).one()
+    statements = _event_statements()
+    seq, prev = session.execute(statements.take_seqs, {"count": len(events)}).one()
     rows = []
     for number, fields in enumerate(events, start=seq - len(events) + 1):
         row = {
@@ -1304,8 +1261,8 @@ def append_events(session: Session, events: Sequence[dict[str, Any]]) -> None:
         }  # fmt: skip
         row["hash"] = prev = event_hash(SimpleNamespace(**row))
         rows.append(row)
-    session.execute(LetterEventRecord.__table__.insert(), rows)
-    session.execute(update(ChainHeadRecord).where(ChainHeadRecord.id == 1).values(hash=prev))
+    session.execute(statements.insert, rows)
+    session.execute(statements.set_hash, {"last_hash": prev})
 
 
 RESPONSE_KINDS = ("promise", "dispute", "paid_claim", "new_boleto", "phone_contact")
@@ -1353,14 +1310,10 @@ def letter_snapshot(session: Session, letter_id: int) -> dict[str, Any]:
 
 def letter_snapshots(session: Session, letter_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """``letter_snapshot`` of several letters, read in two queries whatever their number."""
-    wanted = set(letter_ids)
-    columns = [getattr(LetterRecord, name) for name in AUDITED_FIELDS]
+    wanted = {"ids": list(set(letter_ids))}
+    letters_statement, titles_statement = _snapshot_statements()
     snapshots: dict[int, dict[str, Any]] = {}
-    for row in session.execute(
-        select(LetterRecord.id, LetterRecord.raw_message, *columns).where(
-            LetterRecord.id.in_(wanted)
-        )
-    ):
+    for row in session.execute(letters_statement, wanted):
         snapshot: dict[str, Any] = {}
         for name, value in zip(AUDITED_FIELDS, row[2:], strict=True):
             if isinstance(value, datetime):
@@ -1369,12 +1322,7 @@ def letter_snapshots(session: Session, letter_ids: Iterable[int]) -> dict[int, d
         snapshot["titles"] = []
         snapshot["raw_message_sha256"] = hashlib.sha256(row.raw_message.encode()).hexdigest()
         snapshots[row.id] = snapshot
-    for letter_id, key, balance, value in session.execute(
-        select(LetterTitleRecord.letter_id, LetterTitleRecord.title_key,
-               LetterTitleRecord.balance, LetterTitleRecord.value)
-        .where(LetterTitleRecord.letter_id.in_(wanted))
-        .order_by(LetterTitleRecord.letter_id, LetterTitleRecord.title_key)
-    ):  # fmt: skip
+    for letter_id, key, balance, value in session.execute(titles_statement, wanted):
         snapshots[letter_id]["titles"].append(f"{key}={balance}/{value}")
     return snapshots
 
@@ -1448,14 +1396,10 @@ def _replace_titles(
     """Set the título rows of each letter; with ``only_changed``, leave equal lists alone."""
     if not titles:
         return
-    table = LetterTitleRecord.__table__
+    statements = _title_statements()
     if only_changed:
         stored: dict[int, list[tuple[Any, ...]]] = {letter_id: [] for letter_id in titles}
-        for row in session.execute(
-            select(table.c.letter_id, *(table.c[name] for name in _TITLE_FIELDS))
-            .where(table.c.letter_id.in_(titles))
-            .order_by(table.c.id)
-        ):
+        for row in session.execute(statements.stored, {"ids": list(titles)}):
             stored[row[0]].append(tuple(row[1:]))
         titles = {
             letter_id: new
@@ -1465,7 +1409,155 @@ def _replace_titles(
         }
         if not titles:
             return
-    session.execute(delete(table).where(table.c.letter_id.in_(titles)))
+    session.execute(statements.delete, {"ids": list(titles)})
     rows = [_title_row(letter_id, t) for letter_id, new in titles.items() for t in new]
     if rows:
-        session.execute(table.insert(), rows)
+        session.execute(statements.insert, rows)
+
+
+# --- statements made once ---------------------------------------------------------------------
+#
+# The statements every claim, outcome and audit event runs, built once with bound parameters
+# for what changes. Building them for each call (coercing every column, computing the cache
+# key SQLAlchemy looks the compiled SQL up by) was most of a claim's time: 3.2 ms of a letter
+# on SQLite when the SMTP transport claims letters one by one, against 0.2 ms of database work
+# (bench/). The SQL is the same; Core tables, not the ORM classes: nothing here loads objects.
+
+_LETTERS = LetterRecord.__table__
+_CLAIMED = ("id", "layout", "as_of", "customer_code", "customer_store", "message_id")
+_LETTER_TITLES = LetterTitleRecord.__table__
+_EVENTS = LetterEventRecord.__table__
+_CHAIN_HEAD = ChainHeadRecord.__table__
+
+
+def _ids() -> BindParameter[Any]:
+    """A list of ids, bound as ``ids`` (one parameter per id, as ``in_`` of a list does)."""
+    return bindparam("ids", expanding=True)
+
+
+@lru_cache(maxsize=8)
+def _pick_planned(limit: int) -> Select[tuple[int]]:
+    """The oldest ``limit`` letters of a layout and day (``layout``, ``as_of``) still planned."""
+    letters = _LETTERS.c
+    return (
+        select(letters.id)
+        .where(
+            letters.layout == bindparam("layout"),
+            letters.as_of == bindparam("as_of"),
+            letters.status == LetterStatus.PLANNED.value,
+        )
+        .order_by(letters.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+@dataclass(frozen=True)
+class _ClaimStatements:
+    claim: Executable  # planned → sending for ``ids``, by ``holder`` at ``now``; the claims
+    recnos: Executable  # (letter id, recno) of the letters ``ids``, in their order
+
+
+@lru_cache(maxsize=1)
+def _claim_statements() -> _ClaimStatements:
+    letters, titles = _LETTERS.c, _LETTER_TITLES.c
+    now = bindparam("now", type_=UtcDateTime())
+    claim = (
+        update(_LETTERS)
+        .where(letters.id.in_(_ids()), letters.status == LetterStatus.PLANNED.value)
+        .values(
+            status=LetterStatus.SENDING.value,
+            holder=bindparam("holder", type_=String()),
+            claimed_at=now,
+            updated_at=now,
+            attempts=letters.attempts + 1,
+        )
+        .returning(*(letters[name] for name in _CLAIMED))
+    )
+    recnos = (
+        select(titles.letter_id, titles.recno)
+        .where(titles.letter_id.in_(_ids()))
+        .order_by(titles.id)
+    )
+    return _ClaimStatements(claim, recnos)
+
+
+@dataclass(frozen=True)
+class _EventStatements:
+    take_seqs: Executable  # the head ``count`` links on; its (seq, hash) after that
+    insert: Executable  # the events
+    set_hash: Executable  # the head's hash := ``last_hash``
+
+
+@lru_cache(maxsize=1)
+def _event_statements() -> _EventStatements:
+    head = _CHAIN_HEAD.c
+    take_seqs = (
+        update(_CHAIN_HEAD)
+        .where(head.id == 1)
+        .values(seq=head.seq + bindparam("count", type_=Integer()))
+        .returning(head.seq, head.hash)
+    )
+    set_hash = (
+        update(_CHAIN_HEAD).where(head.id == 1).values(hash=bindparam("last_hash", type_=String()))
+    )
+    return _EventStatements(take_seqs, _EVENTS.insert(), set_hash)
+
+
+@lru_cache(maxsize=1)
+def _snapshot_statements() -> tuple[Select[Any], Select[Any]]:
+    """The letters ``ids`` (id, raw_message, AUDITED_FIELDS) and their títulos, in order."""
+    letters, titles = _LETTERS.c, _LETTER_TITLES.c
+    audited = select(letters.id, letters.raw_message, *(letters[name] for name in AUDITED_FIELDS))
+    return (
+        audited.where(letters.id.in_(_ids())),
+        select(titles.letter_id, titles.title_key, titles.balance, titles.value)
+        .where(titles.letter_id.in_(_ids()))
+        .order_by(titles.letter_id, titles.title_key),
+    )
+
+
+@lru_cache(maxsize=2)
+def _open_suspending_responses(one_customer: bool) -> Select[Any]:
+    """Open responses that suspend letters: all, or one customer's (``code``, ``store``)."""
+    responses = ResponseRecord.__table__.c
+    statement = select(
+        responses.id, responses.kind, responses.promised_date, responses.customer_code,
+        responses.customer_store, responses.title_key,
+    ).where(responses.closed_at.is_(None), responses.kind.in_(SUSPENDING_KINDS))  # fmt: skip
+    if one_customer:
+        statement = statement.where(
+            responses.customer_code == bindparam("code"),
+            responses.customer_store == bindparam("store"),
+        )
+    return statement.order_by(responses.id)  # a customer's reasons in the order recorded
+
+
+@lru_cache(maxsize=16)
+def _finish_statement(columns: tuple[str, ...]) -> Executable:
+    """Sets these columns of the letter ``letter_id`` to ``new_<column>`` (a finish's shape)."""
+    letters = _LETTERS.c
+    return (
+        update(_LETTERS)
+        .where(letters.id == bindparam("letter_id"))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+
+
+@dataclass(frozen=True)
+class _TitleStatements:
+    stored: Executable  # (letter id, *_TITLE_FIELDS) of the letters ``ids``, in their order
+    delete: Executable  # the título rows of the letters ``ids``
+    insert: Executable
+
+
+@lru_cache(maxsize=1)
+def _title_statements() -> _TitleStatements:
+    titles = _LETTER_TITLES.c
+    stored = (
+        select(titles.letter_id, *(titles[name] for name in _TITLE_FIELDS))
+        .where(titles.letter_id.in_(_ids()))
+        .order_by(titles.id)
+    )
+    delete_titles = delete(_LETTER_TITLES).where(titles.letter_id.in_(_ids()))
+    return _TitleStatements(stored, delete_titles, _LETTER_TITLES.insert())
