@@ -144,7 +144,8 @@ def breakdown(
                     ),
                 )
                 holds = clock(
-                    "deliver: history.suspensions", lambda: history.suspensions(as_of, grace)
+                    "deliver: history.suspensions",
+                    lambda b=batch: history.suspensions(as_of, grace, [c.customer_code for c in b]),
                 )
                 finishes = []
                 for claimed, group in zip(batch, groups, strict=True):

@@ -143,3 +143,38 @@ def test_bad_responses_are_refused(
     assert cli("response", "add", "--customer", group.customer.key, *extra,
                "--config", str(path)) == 2  # fmt: skip
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transport", ["smtp", "outbox"])
+def test_response_recorded_after_the_plan_holds_the_letter_still_planned(
+    transport: str, demo_sqlite: str, smtp_server: SmtpServer, tmp_path: Path
+) -> None:
+    """A promise taken on the phone after the plan, before the letter went: delivery reads
+    the responses of the customers it is about to send to (one per claim over SMTP, a batch
+    through the outbox) and holds that customer's letter; the others go."""
+    data = config_data(source_url=demo_sqlite, history_url=f"sqlite:///{tmp_path / 'h.db'}",
+                       smtp=smtp_server if transport == "smtp" else None,
+                       outbox=tmp_path / "outbox", layouts=DAILY)  # fmt: skip
+    data["delivery"]["max_letters_per_run"] = 1  # plan every letter, send one
+    capped = write_config(tmp_path / "capped.yaml", data)
+    del data["delivery"]["max_letters_per_run"]
+    path = write_config(tmp_path / "c.yaml", data)
+    assert run_layouts(load_config(capped), as_of=AS_OF).results[0].sent == 1
+    history = HistoryStore(load_config(path).history.engine_url())
+    try:
+        waiting = [r for r in history.letters() if r.status == "planned" and r.recipients]
+        held, other = waiting[1], waiting[-1]
+        assert len(waiting) > 2
+        who = f"{held.customer_code}/{held.customer_store}"
+        assert cli("response", "add", "--customer", who, "--kind", "promise",
+                   "--amount", "100.00", "--date", (AS_OF + timedelta(days=5)).isoformat(),
+                   "--operator", "ana", "--config", str(path)) == 0  # fmt: skip
+
+        result = run_layouts(load_config(path), as_of=AS_OF).results[0]
+
+        assert result.sent == len(waiting) - 1
+        after = {r.id: r for r in history.letters()}
+    finally:
+        history.close()
+    assert after[held.id].status == "skipped" and "suspended_by_response" in after[held.id].reason
+    assert after[other.id].status == "sent"

@@ -1031,15 +1031,16 @@ class HistoryStore:
             return list(session.scalars(statement))
 
     def suspensions(
-        self, as_of: date, grace_days: int, customer: tuple[str, str] | None = None
+        self, as_of: date, grace_days: int, codes: Iterable[str] | None = None
     ) -> dict[tuple[str, str], list[tuple[str | None, str]]]:
         """Customer → (título key or None for all, why) that must not get a letter on as_of.
 
         An open dispute or payment claim suspends until closed; a promise until its date plus
-        the grace period (then, if unpaid, it is broken and the ladder resumes).
+        the grace period (then, if unpaid, it is broken and the ladder resumes). ``codes``
+        narrows the read to those customer codes (a batch's, instead of every open response).
         """
-        statement = _open_suspending_responses(customer is not None)
-        params = {} if customer is None else {"code": customer[0], "store": customer[1]}
+        statement = _open_suspending_responses(codes is not None)
+        params = {} if codes is None else {"codes": sorted(set(codes))}
         suspended: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
         with self.engine.connect() as connection:
             for r in connection.execute(statement, params):
@@ -1518,18 +1519,15 @@ def _snapshot_statements() -> tuple[Select[Any], Select[Any]]:
 
 
 @lru_cache(maxsize=2)
-def _open_suspending_responses(one_customer: bool) -> Select[Any]:
-    """Open responses that suspend letters: all, or one customer's (``code``, ``store``)."""
+def _open_suspending_responses(narrowed: bool) -> Select[Any]:
+    """Open responses that suspend letters: all, or those of the customer codes ``codes``."""
     responses = ResponseRecord.__table__.c
     statement = select(
         responses.id, responses.kind, responses.promised_date, responses.customer_code,
         responses.customer_store, responses.title_key,
     ).where(responses.closed_at.is_(None), responses.kind.in_(SUSPENDING_KINDS))  # fmt: skip
-    if one_customer:
-        statement = statement.where(
-            responses.customer_code == bindparam("code"),
-            responses.customer_store == bindparam("store"),
-        )
+    if narrowed:
+        statement = statement.where(responses.customer_code.in_(bindparam("codes", expanding=True)))
     return statement.order_by(responses.id)  # a customer's reasons in the order recorded
 
 

@@ -513,7 +513,8 @@ def deliver_batch(
     as_of = batch[0].as_of
     groups = run.source.reread_many(layout.selection, as_of, [c.recnos for c in batch])
     # A response recorded since the plan (a promise on the phone) holds its títulos back too.
-    holds = run.history.suspensions(as_of, run.config.responses.promise_grace_days)
+    grace = run.config.responses.promise_grace_days
+    holds = run.history.suspensions(as_of, grace, [c.customer_code for c in batch])
     delivered: list[_Delivered] = []
     tried = 0
     untried_why = ""
