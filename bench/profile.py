@@ -1,6 +1,7 @@
 """Where a letter's time goes: each step of a run timed alone, or one stage under pyinstrument.
 
     .venv/bin/python -m bench.profile breakdown --size 100k --backend sqlite --sample 1000
+    .venv/bin/python -m bench.profile breakdown --size 100k --backend sqlite --claim-size 1
     .venv/bin/pip install pyinstrument        # only the profiles need it
     .venv/bin/python -m bench.profile source --size 100k --backend sqlite
     .venv/bin/python -m bench.profile render --size 100k --sample 500
