@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from cobranca import audit
 from cobranca.audit import verify
 from cobranca.cli import main
 from cobranca.config import load_config
@@ -55,6 +56,16 @@ TAMPERING = [
     ("INSERT INTO cobranca_events (seq, kind, letter_id, at, status, reason, actor, payload,"
      " prev_hash, hash) SELECT max(seq) + 1, 'letter', 1, max(at), 'sent', '', 'me', '{}',"
      " 'x', 'y' FROM cobranca_events", "were added outside cobranca"),
+    # SQLite enforces no foreign key unless asked: a letter row can go, its events stay.
+    ("DELETE FROM cobranca_letters WHERE id = 6", "letter 6 was deleted (its events remain)"),
+    ("INSERT INTO cobranca_letters (run_id, layout, as_of, customer_code, customer_store,"
+     " customer_name, recipients, subject, message_id, titles_digest, transport, status, reason,"
+     " needs_print, operator, rule, templates_digest, raw_message, server_reply, total, attempts,"
+     " holder, created_at, updated_at) SELECT run_id, layout, as_of, 'ZZZZZZ', customer_store,"
+     " customer_name, recipients, subject, 'x', titles_digest, transport, status, reason,"
+     " needs_print, operator, rule, templates_digest, raw_message, server_reply, total, attempts,"
+     " holder, created_at, updated_at FROM cobranca_letters WHERE id = 1",
+     "has no event: it was inserted outside cobranca"),
 ]  # fmt: skip
 
 
@@ -69,6 +80,24 @@ def test_verify_names_direct_changes_on_sqlite(
     result = _verify(url)
     assert not result.ok
     assert any(named in problem for problem in result.problems), result.problems
+
+
+def test_verify_reads_letters_in_chunks_and_checks_every_one(
+    demo_sqlite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Letters are compared a chunk at a time (memory stays one chunk's): every letter is
+    counted, and a change in the last chunk, or a deletion in the first, is still found."""
+    url = _history(tmp_path, demo_sqlite, f"sqlite:///{tmp_path / 'h.db'}")
+    whole = _verify(url)
+    monkeypatch.setattr(audit, "VERIFY_CHUNK", 3)
+    chunked = _verify(url)
+    assert chunked.ok and chunked.letters == whole.letters > 3 * 2
+    _sql(url, f"UPDATE cobranca_letters SET subject = 'outro' WHERE id = {whole.letters}")
+    _sql(url, "DELETE FROM cobranca_letters WHERE id = 2")
+    assert _verify(url).problems == (
+        f"letter {whole.letters} was changed outside cobranca: subject",
+        "letter 2 was deleted (its events remain)",
+    )
 
 
 @pytest.mark.postgres

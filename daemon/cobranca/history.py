@@ -1304,13 +1304,9 @@ AUDITED_FIELDS = (
 )  # fmt: skip
 
 
-def letter_snapshot(session: Session, letter_id: int) -> dict[str, Any]:
-    """What an auditor relies on in a letter row and its títulos, as plain JSON values."""
-    return letter_snapshots(session, [letter_id])[letter_id]
-
-
 def letter_snapshots(session: Session, letter_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """``letter_snapshot`` of several letters, read in two queries whatever their number."""
+    """What an auditor relies on in each letter row and its títulos, as plain JSON values: read
+    in two queries whatever the number of letters."""
     wanted = {"ids": list(set(letter_ids))}
     letters_statement, titles_statement = _snapshot_statements()
     snapshots: dict[int, dict[str, Any]] = {}
