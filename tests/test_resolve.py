@@ -73,6 +73,11 @@ def test_letters_lists_the_ambiguous_ones(
         assert AS_OF.isoformat() in fields and "ambiguous" in fields
         assert record.message_id in line
         assert "connection lost after the message data was sent" in line
+    layout = records[0].layout
+    assert _cli(config, "letters", "--status", "ambiguous", "--layout", layout) == 0
+    assert capsys.readouterr().out.splitlines() == out
+    assert _cli(config, "letters", "--status", "ambiguous", "--layout", "other") == 0
+    assert capsys.readouterr().out.splitlines() == ["0 letter(s) ambiguous"]
 
 
 def test_mark_sent_records_who_decided_and_sends_nothing(

@@ -309,14 +309,15 @@ def _letters(config: Config, args: argparse.Namespace) -> int:
         known = ", ".join(s.value for s in LetterStatus)
         raise ConfigError([f"unknown status {args.status!r}; one of: {known}"]) from None
     history = HistoryStore(config.history.engine_url())
+    count = 0
     try:
-        records = history.letters(layout=args.layout, status=status)
+        for r in history.letter_list(status, args.layout):
+            print(f"{r.id:>8}  {r.as_of}  {r.layout:<24} {r.customer_code}/{r.customer_store:<4} "
+                  f"{r.status:<16} {r.message_id}  {r.reason}")  # fmt: skip
+            count += 1
     finally:
         history.close()
-    for r in records:
-        print(f"{r.id:>8}  {r.as_of}  {r.layout:<24} {r.customer_code}/{r.customer_store:<4} "
-              f"{r.status:<16} {r.message_id}  {r.reason}")  # fmt: skip
-    print(f"{len(records)} letter(s) {status.value}")
+    print(f"{count} letter(s) {status.value}")
     return EXIT_OK
 
 

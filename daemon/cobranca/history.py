@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -47,7 +47,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.engine import URL, Dialect, Engine, make_url
+from sqlalchemy.engine import URL, Dialect, Engine, Row, make_url
 from sqlalchemy.exc import (
     IntegrityError,
     NotSupportedError,
@@ -1145,6 +1145,22 @@ class HistoryStore:
             for record in records:
                 _ = record.titles  # load while the session is open
             return records
+
+    def letter_list(self, status: LetterStatus, layout: str | None = None) -> Iterator[Row[Any]]:
+        """Letters with a status, oldest first, as rows (id, as_of, layout, customer_code,
+        customer_store, status, message_id, reason), streamed: neither message nor título is
+        read, so a listing of a whole month takes as little memory as one of a day."""
+        letters = _LETTERS.c
+        statement = (
+            select(letters.id, letters.as_of, letters.layout, letters.customer_code,
+                   letters.customer_store, letters.status, letters.message_id, letters.reason)
+            .where(letters.status == status.value)
+            .order_by(letters.id)
+        )  # fmt: skip
+        if layout:
+            statement = statement.where(letters.layout == layout)
+        with self.engine.connect() as connection:
+            yield from connection.execution_options(yield_per=1000).execute(statement)
 
     def events(self, letter_id: int) -> list[LetterEventRecord]:
         with Session(self.engine, expire_on_commit=False) as session:
