@@ -1298,7 +1298,7 @@ def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-def event_hash(record: LetterEventRecord | SimpleNamespace) -> str:
+def event_hash(record: LetterEventRecord | SimpleNamespace | Row[Any]) -> str:
     """SHA-256 over the previous hash and every field of the event."""
     fields = {
         "seq": record.seq,
