@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,19 @@ def test_customer_with_a_letter_awaiting_print_gets_that_letter(
     assert by_id[chosen.id].status == LetterStatus.PRINTED
     assert all(by_id[r.id].status == LetterStatus.PRINT_NEEDED for r in after_run[1:])
     assert len(by_id) == len({r.id for r in _letters(config)})  # no new letter was made
+
+
+def test_as_of_prints_only_that_days_letters(
+    config: Config, after_run: list[LetterRecord], tmp_path: Path
+) -> None:
+    later = AS_OF + timedelta(days=8)  # past the layout's 7-day cadence
+    assert run_layouts(config, [LAYOUT], as_of=later).ok
+    waiting_later = {r.id for r in _letters(config, LetterStatus.PRINT_NEEDED) if r.as_of == later}
+    assert waiting_later
+    output = tmp_path / "cartas.pdf"
+    assert _run(config, LAYOUT, "--as-of", AS_OF.isoformat(), "--output", str(output)) == 0
+    assert {r.id for r in _letters(config, LetterStatus.PRINTED)} == {r.id for r in after_run}
+    assert {r.id for r in _letters(config, LetterStatus.PRINT_NEEDED)} == waiting_later
 
 
 def test_dry_run_writes_and_records_nothing(

@@ -54,7 +54,14 @@ from sqlalchemy.exc import (
     OperationalError,
     ProgrammingError,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 from sqlalchemy.sql import CompoundSelect, Executable, Select
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
@@ -1131,20 +1138,25 @@ class HistoryStore:
         run_ids: Sequence[int] = (),
         layout: str | None = None,
         status: LetterStatus | None = None,
+        as_of: date | None = None,
     ) -> list[LetterRecord]:
         """Letters with their títulos, oldest first (for reports, commands and tests)."""
-        statement = select(LetterRecord).order_by(LetterRecord.id)
+        # The títulos in one more query, not one per letter.
+        statement = (
+            select(LetterRecord)
+            .options(selectinload(LetterRecord.titles))
+            .order_by(LetterRecord.id)
+        )
         if run_ids:
             statement = statement.where(LetterRecord.run_id.in_(run_ids))
         if layout:
             statement = statement.where(LetterRecord.layout == layout)
         if status:
             statement = statement.where(LetterRecord.status == status.value)
+        if as_of is not None:
+            statement = statement.where(LetterRecord.as_of == as_of)
         with Session(self.engine, expire_on_commit=False) as session:
-            records = list(session.scalars(statement))
-            for record in records:
-                _ = record.titles  # load while the session is open
-            return records
+            return list(session.scalars(statement))
 
     def letter_list(self, status: LetterStatus, layout: str | None = None) -> Iterator[Row[Any]]:
         """Letters with a status, oldest first, as rows (id, as_of, layout, customer_code,

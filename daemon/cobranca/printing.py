@@ -154,13 +154,11 @@ def awaiting_print(
     history: HistoryStore, layout: str, as_of: date | None = None
 ) -> list[LetterRecord]:
     """The layout's letters that need paper, by customer then date."""
-    records = history.letters(layout=layout, status=LetterStatus.PRINT_NEEDED) + [
+    records = history.letters(layout=layout, status=LetterStatus.PRINT_NEEDED, as_of=as_of) + [
         r
-        for r in history.letters(layout=layout, status=LetterStatus.FAILED_PERMANENT)
+        for r in history.letters(layout=layout, status=LetterStatus.FAILED_PERMANENT, as_of=as_of)
         if r.needs_print
     ]
-    if as_of is not None:
-        records = [r for r in records if r.as_of == as_of]
     return sorted(records, key=lambda r: (r.customer_code, r.customer_store, r.as_of, r.id))
 
 
