@@ -796,17 +796,11 @@ class HistoryStore:
                     _log(session, letter_id, LetterStatus.SKIPPED, reason)
             return len(ids)
 
-    def _planned(self, layout: str, as_of: date) -> Select[tuple[int]]:
-        return select(LetterRecord.id).where(
-            LetterRecord.layout == layout,
-            LetterRecord.as_of == as_of,
-            LetterRecord.status == LetterStatus.PLANNED.value,
-        )
-
     def has_planned(self, layout: str, as_of: date) -> bool:
         """Whether a letter of a layout and day is still waiting to be sent."""
         with self.engine.connect() as connection:
-            return connection.scalar(self._planned(layout, as_of).limit(1)) is not None
+            first = connection.scalar(_planned_letters(1), {"layout": layout, "as_of": as_of})
+            return first is not None
 
     def claim_batch(self, layout: str, as_of: date, limit: int) -> list[ClaimedLetter]:
         """Up to ``limit`` of the oldest letters of a layout and day still planned, claimed.
@@ -816,7 +810,7 @@ class HistoryStore:
         on SQLite (one writer at a time) the guarded update decides, and a sender that lost
         every letter it picked picks again. An empty list: none is left.
         """
-        pick, params = _pick_planned(limit), {"layout": layout, "as_of": as_of}
+        pick, params = _planned_letters(limit, claim=True), {"layout": layout, "as_of": as_of}
         while True:
             with Session(self.engine) as session, session.begin():
                 letter_ids = list(session.scalars(pick, params))
@@ -1461,10 +1455,11 @@ def _ids() -> BindParameter[Any]:
 
 
 @lru_cache(maxsize=8)
-def _pick_planned(limit: int) -> Select[tuple[int]]:
-    """The oldest ``limit`` letters of a layout and day (``layout``, ``as_of``) still planned."""
+def _planned_letters(limit: int, *, claim: bool = False) -> Select[tuple[int]]:
+    """The oldest ``limit`` letters of a layout and day (``layout``, ``as_of``) still planned;
+    to ``claim``, rows other senders hold are skipped (PostgreSQL) instead of waited for."""
     letters = _LETTERS.c
-    return (
+    statement = (
         select(letters.id)
         .where(
             letters.layout == bindparam("layout"),
@@ -1473,8 +1468,8 @@ def _pick_planned(limit: int) -> Select[tuple[int]]:
         )
         .order_by(letters.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    return statement.with_for_update(skip_locked=True) if claim else statement
 
 
 @dataclass(frozen=True)
