@@ -1,7 +1,10 @@
-"""Header lines written without the email package are the lines it would write."""
+"""Header lines written without the email package are the lines it would write; body lines
+encoded from a cache of lines are the lines binascii would write for the whole body."""
 
 from __future__ import annotations
 
+import binascii
+import quopri
 import string
 from pathlib import Path
 
@@ -9,8 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cobranca import mail
 from cobranca.config import load_config
-from cobranca.mail import _folded_header, _header, _plain_header, new_message_id
+from cobranca.mail import (
+    _folded_header,
+    _header,
+    _plain_header,
+    new_message_id,
+    quoted_printable,
+)
 from cobranca.render import qr_content_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,3 +87,40 @@ def test_a_letters_own_headers_skip_the_email_package() -> None:
 )
 def test_anything_but_the_plain_form_goes_to_the_package(name: str, value: str) -> None:
     assert _plain_header(name, value) is None
+
+
+# Text near quoted-printable's edges: long lines, spaces and tabs before a line end, a lone
+# dot, "=", non-ASCII, and every kind of line end.
+BODY_TEXT = st.lists(
+    st.one_of(
+        st.sampled_from([" ", "\t", ".", "=", "\n", "\r", "\r\n", "ç", "€", "\x00", "x" * 40]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=120,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=BODY_TEXT)
+def test_body_lines_are_binasciis_and_decode_to_the_text(text: str) -> None:
+    encoded = quoted_printable(text)
+    unix = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\r" not in text:  # what binascii makes of the whole body at once
+        whole = binascii.b2a_qp(unix.encode(), quotetabs=False, istext=True, header=False)
+        assert encoded == whole.replace(b"\n", b"\r\n")
+    assert encoded.replace(b"\r\n", b"").find(b"\r") == -1  # no bare CR ...
+    assert b"\n" not in encoded.replace(b"\r\n", b"")  # ... nor bare LF
+    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
+    assert max(encoded, default=0) < 128
+    assert quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode() == unix
+
+
+def test_the_line_cache_is_bounded_and_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mail, "_QP_LINES_LIMIT", 5)
+    monkeypatch.setattr(mail, "_QP_LINES", {})
+    text = "\n".join(f"linha {n} com acentuação e um = no meio" for n in range(12))
+    first, again = quoted_printable(text), quoted_printable(text)
+    assert first == again
+    assert len(mail._QP_LINES) <= 5
+    expected = binascii.b2a_qp(text.encode(), quotetabs=False, istext=True, header=False)
+    assert first == expected.replace(b"\n", b"\r\n")
