@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 import pytest
 from babel.numbers import format_currency
@@ -39,5 +39,18 @@ def test_money_examples(value: Decimal | int, shown: str) -> None:
 
 
 def test_money_refuses_floats() -> None:
+    assert money(Decimal("1.5")) == "R$\xa01,50"  # remembered: 1.5 == Decimal("1.5")
     with pytest.raises(TypeError):
         money(1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        amount(1.5)  # type: ignore[arg-type]
+
+
+def test_equal_amounts_print_alike_whatever_their_form() -> None:
+    """Remembered texts are shared by equal amounts: each form must print the same."""
+    for forms in ((Decimal("-0.00"), Decimal("0"), 0), (Decimal("7"), Decimal("7.000"), 7)):
+        printed = {money(form) for form in forms} | {money(form) for form in reversed(forms)}
+        assert len(printed) == 1, printed
+    for not_a_number in ("NaN", "sNaN", "-Infinity"):
+        with pytest.raises(InvalidOperation):
+            money(Decimal(not_a_number))

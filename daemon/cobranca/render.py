@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import lru_cache
 from pathlib import Path
 from types import BuiltinMethodType, TracebackType
@@ -49,24 +49,28 @@ class TemplateProblem(Exception):
         super().__init__(f"{where}: {message}")
 
 
-_PT_BR_SEPARATORS = str.maketrans(",.", ".,")
-
-
 def money(value: Decimal | int | None) -> str:
     """Decimal → 'R$ 1.234,56' (no-break space), rounded half-up first: Babel rounds half-even.
 
     The text is Babel's pt_BR currency format (tests compare the two on random amounts), made
     here because Babel parses its pattern on every call: that was a third of a letter's render
     time, with a letter printing some fifty amounts (bench/). A negative zero prints as zero.
+    Each amount's text is remembered: a letter prints each amount twice (HTML and text), and
+    zeros and round sums in every letter.
     """
     if value is None:
         return ""
-    if not isinstance(value, Decimal | int):
+    if value.__class__ is not Decimal and not isinstance(value, int):
         raise TypeError(f"money expects a Decimal, got {type(value).__name__}")
+    if value.__class__ is Decimal and not value.is_finite():
+        raise InvalidOperation(f"money cannot print {value}")
+    return _money_text(value)
+
+
+@lru_cache(maxsize=8192)
+def _money_text(value: Decimal | int) -> str:
+    # Equal amounts (1, 1.0, 1.00) print alike, so they may share an entry.
     amount = Decimal(value).quantize(CENTS, ROUND_HALF_UP)
-    if not amount.is_finite():
-        digits = f"{abs(amount):,.2f}".translate(_PT_BR_SEPARATORS)
-        return f"{'-' if amount < 0 else ''}R$\xa0{digits}"
     # In whole cents, as an int: formatting an int is cheaper than a Decimal.
     cents = int(amount.scaleb(2))
     reais, rest = divmod(abs(cents), 100)
@@ -75,12 +79,23 @@ def money(value: Decimal | int | None) -> str:
 
 def amount(value: Decimal | int | None) -> str:
     """Decimal → '1.234,56': money without 'R$', for table columns headed '(R$)'."""
-    return money(value).replace("R$", "").replace("\xa0", "").strip()
+    return _without_symbol(money(value))
+
+
+@lru_cache(maxsize=8192)
+def _without_symbol(text: str) -> str:
+    return text.replace("R$", "").replace("\xa0", "").strip()
 
 
 def short_date(value: date | None) -> str:
     """date → dd/mm/aaaa; a blank date prints as nothing."""
-    return value.strftime("%d/%m/%Y") if value else ""
+    return _short_date(value) if value else ""
+
+
+@lru_cache(maxsize=4096)
+def _short_date(value: date) -> str:
+    # strftime is slow, and a run's letters print few distinct dates (its day, due dates).
+    return value.strftime("%d/%m/%Y")
 
 
 def long_date(value: date | None) -> str:
