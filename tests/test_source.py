@@ -19,14 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Float, Integer, MetaData, String, Table, create_engine, inspect, select
 
 from cobranca.config import Layout, Selection, Source
 from cobranca.models import CustomerTitles, Disposition
 from cobranca.plan import SKIP_BELOW_MINIMUM, plan_letter
-from cobranca.protheus import sa1_table, se1_table
-from cobranca.source import ProtheusSource
+from cobranca.protheus import sa1_table, se1_table, to_money, to_rate
+from cobranca.source import ProtheusSource, _money_field, _rate_field
 from conftest import AS_OF
 
 Row = dict[str, Any]
@@ -941,3 +943,32 @@ def test_shared_customers_with_a_branch_in_sa1_are_named_not_lost_silently(
     assert problem(url, customers_shared=False) is None
     blank = make_db(se1=[tit(E1_NUM="1")], sa1=[cli(A1_FILIAL="  ")])
     assert problem(blank) is None
+
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**15), 10**15),
+    st.sampled_from([0.0, -0.0, 0, 33.33, 1.005, 0.125, -0.004]),
+    st.decimals(places=4, allow_nan=False, allow_infinity=False),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(NUMBERS, min_size=1, max_size=6))
+def test_remembered_amounts_are_the_general_conversion(values: list[Any]) -> None:
+    """Each value read twice (the second time remembered) converts as protheus does, sign
+    of zero included; anything that is no number names the field."""
+    for value in values + values:
+        for read, convert in ((_money_field, to_money), (_rate_field, to_rate)):
+            try:
+                expected = convert(value)
+                finite = expected.is_finite()
+            except ArithmeticError:
+                finite = False
+            if not finite:
+                with pytest.raises(ValueError, match=r"^E1_X: not a number"):
+                    read(value, "E1_X")
+                continue
+            got = read(value, "E1_X")
+            assert (got, str(got)) == (expected, str(expected)), value

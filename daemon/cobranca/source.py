@@ -616,48 +616,43 @@ def _is_implausible(real_due: date) -> bool:
 # Equal numbers (a float and an int alike) convert alike, so floats and ints are converted once
 # per value; zero apart, as -0.0 equals 0.0 but converts to a negative zero (the caches' 0.0
 # entries are for a positive zero only). Decimals are converted each time (an exact Decimal
-# and the float equal to it may round differently).
+# and the float equal to it may round differently). One call a field: this runs seven times
+# for every row read.
 
 
-def _field(row: Sequence[Any], index: int, name: str, convert: Callable[[Any], Decimal]) -> Decimal:
-    """A numeric column as Decimal; a value that is no number (NaN, infinity) names its field."""
-    try:
-        value = convert(row[index])
-    except ArithmeticError:  # decimal.InvalidOperation
-        value = None
-    if value is None or not value.is_finite():  # Decimal("NaN") even compares with an error
-        raise ValueError(f"{name}: not a number ({row[index]}): the letter would be wrong")
-    return value
+def _field_reader(
+    cache: dict[float, Decimal], zero: Decimal, convert: Callable[[Any], Decimal]
+) -> Callable[[Any, str], Decimal]:
+    """``convert`` for a numeric column, remembered in ``cache``; no number names its field."""
+
+    def read(value: Any, name: str) -> Decimal:
+        kind = value.__class__
+        plain = kind is float or kind is int
+        if plain:
+            if value:
+                result = cache.get(value)
+                if result is not None:
+                    return result
+            elif copysign(1.0, value) > 0:
+                return zero
+        try:
+            result = convert(value)
+        except ArithmeticError:  # decimal.InvalidOperation
+            result = None
+        if result is None or not result.is_finite():  # Decimal("NaN") compares with an error
+            raise ValueError(f"{name}: not a number ({value}): the letter would be wrong")
+        if plain and value:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+                cache[0.0] = zero
+            cache[value] = result
+        return result
+
+    return read
 
 
-def _to_money(value: Any) -> Decimal:
-    """protheus.to_money."""
-    return _converted(value, _money, _ZERO_MONEY, protheus.to_money)
-
-
-def _to_rate(value: Any) -> Decimal:
-    """protheus.to_rate."""
-    return _converted(value, _rates, _ZERO_RATE, protheus.to_rate)
-
-
-def _converted(
-    value: Any, cache: dict[float, Decimal], zero: Decimal, convert: Callable[[Any], Decimal]
-) -> Decimal:
-    """``convert(value)``, remembered in ``cache`` for floats and ints (see above)."""
-    kind = value.__class__
-    if kind is float or kind is int:
-        if value:
-            result = cache.get(value)
-            if result is None:
-                result = convert(value)
-                if len(cache) >= _CACHE_LIMIT:
-                    cache.clear()
-                    cache[0.0] = zero
-                cache[value] = result
-            return result
-        if copysign(1.0, value) > 0:
-            return zero
-    return convert(value)
+_money_field = _field_reader(_money, _ZERO_MONEY, protheus.to_money)  # protheus.to_money
+_rate_field = _field_reader(_rates, _ZERO_RATE, protheus.to_rate)  # protheus.to_rate
 
 
 def days_late(as_of: date, due: date | None, real_due: date) -> int:
@@ -679,21 +674,27 @@ def _title(
             f"E1_TIPO: type {kind!r} is not a known collectible type "
             "(add it to source.collectible_types if it should be collected)"
         )
-    balance = _field(row, _SALDO, "E1_SALDO", _to_money)
+    balance = _money_field(row[_SALDO], "E1_SALDO")
     if balance < _ZERO_MONEY:
         raise ValueError(f"E1_SALDO: negative balance ({balance})")
-    rate = _field(row, _PORCJUR, "E1_PORCJUR", _to_rate)
-    per_day = _field(row, _VALJUR, "E1_VALJUR", _to_money)
-    additions = _field(row, _SDACRES, "E1_SDACRES", _to_money)
-    deductions = _field(row, _SDDECRE, "E1_SDDECRE", _to_money)
-    for name, amount in (
-        ("E1_PORCJUR", rate),
-        ("E1_VALJUR", per_day),
-        ("E1_SDACRES", additions),
-        ("E1_SDDECRE", deductions),
+    rate = _rate_field(row[_PORCJUR], "E1_PORCJUR")
+    per_day = _money_field(row[_VALJUR], "E1_VALJUR")
+    additions = _money_field(row[_SDACRES], "E1_SDACRES")
+    deductions = _money_field(row[_SDDECRE], "E1_SDDECRE")
+    if (
+        rate < _ZERO_RATE
+        or per_day < _ZERO_MONEY
+        or additions < _ZERO_MONEY
+        or deductions < _ZERO_MONEY
     ):
-        if amount < 0:
-            raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
+        for name, amount in (
+            ("E1_PORCJUR", rate),
+            ("E1_VALJUR", per_day),
+            ("E1_SDACRES", additions),
+            ("E1_SDDECRE", deductions),
+        ):
+            if amount < 0:
+                raise ValueError(f"{name}: negative value ({amount}): the letter would be wrong")
     real_due = _date(row[_VENCREA], "E1_VENCREA")
     if real_due is None:
         raise ValueError("real due date (E1_VENCREA) is blank")
@@ -702,9 +703,9 @@ def _title(
     due = _date(row[_VENCTO], "E1_VENCTO")
     number = _trim(row[_NUM])
     issued = _date(row[_EMISSAO], "E1_EMISSAO")
-    amount = _field(row, _VALOR, "E1_VALOR", _to_money)
+    amount = _money_field(row[_VALOR], "E1_VALOR")
     # An int 0 where SQL's COALESCE gave no sum.
-    abatements = _field(row, _ABATEMENTS, "abatements (E1_SALDO of AB-/IR- títulos)", _to_money)
+    abatements = _money_field(row[_ABATEMENTS], "abatements (E1_SALDO of AB-/IR- títulos)")
     days_from_due = (as_of - real_due).days
     return trusted(Title, {
         "branch": short[row[_FILIAL]],
