@@ -60,9 +60,9 @@ def money(value: Decimal | int | None) -> str:
     """
     if value is None:
         return ""
-    if value.__class__ is not Decimal and not isinstance(value, int):
+    if value.__class__ is not Decimal and not isinstance(value, Decimal | int):
         raise TypeError(f"money expects a Decimal, got {type(value).__name__}")
-    if value.__class__ is Decimal and not value.is_finite():
+    if isinstance(value, Decimal) and not value.is_finite():
         raise InvalidOperation(f"money cannot print {value}")
     return _money_text(value)
 
