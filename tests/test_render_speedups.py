@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import jinja2
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError, unsafe
 
-from cobranca.render import make_environment
+from cobranca.render import _greedy_lines, make_environment, wordwrap
 
 
 @pytest.fixture
@@ -195,3 +196,31 @@ def test_wordwrap_is_jinjas(words: list[str], gap: str, end: str, width: int) ->
         expected = theirs.from_string(source).render(t=text)
         assert ours.from_string(source).render(t=text) == expected
         assert ours.from_string(source).render(t=text) == expected  # remembered
+
+
+# Lines of words and single spaces, as letters wrap them: textwrap's lines made without it.
+_PLAIN_LINES = st.lists(
+    st.text(st.sampled_from("ae-x.,R$1\xa0\u2003é"), min_size=1, max_size=12), max_size=30
+).map(" ".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_PLAIN_LINES, st.integers(1, 40), st.booleans(), st.booleans())
+def test_wordwrap_of_plain_lines_is_jinjas(
+    text: str, width: int, break_long_words: bool, break_on_hyphens: bool
+) -> None:
+    env = jinja2.Environment()
+    expected = jinja2.filters.do_wordwrap(env, text, width, break_long_words, "\n",
+                                          break_on_hyphens)  # fmt: skip
+    assert wordwrap(env, text, width, break_long_words, "\n", break_on_hyphens) == expected
+
+
+def test_a_letters_paragraph_takes_the_direct_path() -> None:
+    """What the letters wrap (quebra(): no hyphen breaks) is wrapped without textwrap."""
+    paragraph = (
+        "No aplicativo do seu banco, escolha pagar com Pix copia e cola e cole o código "
+        "abaixo (copie a linha inteira). O valor de R$\xa01.234,56 já vem preenchido."
+    )
+    lines = _greedy_lines(paragraph, 78, False)
+    assert lines is not None
+    assert lines == textwrap.wrap(paragraph, 78, break_on_hyphens=False)
