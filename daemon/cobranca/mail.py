@@ -125,7 +125,7 @@ def _text(text: str, subtype: str) -> _Part:
 
 
 _QP_LINES: dict[bytes, bytes] = {}
-_QP_LINES_LIMIT = 4096  # cleared when full: a run's template lines are back after one letter
+_QP_LINES_LIMIT = 2048  # cleared when full (~40 letters): the template lines are back after one
 
 
 def quoted_printable(text: str) -> bytes:

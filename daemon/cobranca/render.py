@@ -67,7 +67,7 @@ def money(value: Decimal | int | None) -> str:
     return _money_text(value)
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)  # a letter repeats its amounts; zeros repeat in every letter
 def _money_text(value: Decimal | int) -> str:
     # Equal amounts (1, 1.0, 1.00) print alike, so they may share an entry.
     amount = Decimal(value).quantize(CENTS, ROUND_HALF_UP)
@@ -82,7 +82,7 @@ def amount(value: Decimal | int | None) -> str:
     return _without_symbol(money(value))
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=2048)  # a letter repeats its amounts; zeros repeat in every letter
 def _without_symbol(text: str) -> str:
     return text.replace("R$", "").replace("\xa0", "").strip()
 
