@@ -6,6 +6,8 @@ from __future__ import annotations
 import binascii
 import quopri
 import string
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,11 @@ from cobranca.mail import (
     _folded_header,
     _header,
     _plain_header,
+    build_message,
     new_message_id,
     quoted_printable,
 )
+from cobranca.models import RenderedLetter
 from cobranca.render import qr_content_id
 
 REPO = Path(__file__).resolve().parent.parent
@@ -124,3 +128,24 @@ def test_the_line_cache_is_bounded_and_changes_nothing(monkeypatch: pytest.Monke
     assert len(mail._QP_LINES) <= 5
     expected = binascii.b2a_qp(text.encode(), quotetabs=False, istext=True, header=False)
     assert first == expected.replace(b"\n", b"\r\n")
+
+
+def test_a_lone_cr_in_letter_text_never_reaches_the_message_bare() -> None:
+    """A CR in the creditor's name (a quoted YAML string may hold one) ends a line instead."""
+    delivery = load_config(REPO / "config" / "cobranca.yaml").delivery
+    name = "Empresa Exemplo\rLtda"
+    rendered = RenderedLetter(subject="Aviso", html=f"<p>{name}</p>\r", text=f"{name}\r\n.\r")
+    message = build_message(
+        rendered, ["a@example.com"], delivery, "<1@example.com>",
+        datetime(2026, 12, 5, tzinfo=UTC), "primeiro-aviso",
+    )  # fmt: skip
+    lines = message.data.split(b"\r\n")
+    assert not [line for line in lines if b"\r" in line or b"\n" in line]
+    parsed = message_from_bytes(message.data, policy=policy.default)
+    text, html = (
+        part.get_content().replace("\r\n", "\n")
+        for part in parsed.walk()
+        if not part.is_multipart()
+    )
+    assert text == "Empresa Exemplo\nLtda\n.\n"
+    assert html == "<p>Empresa Exemplo\nLtda</p>\n"
