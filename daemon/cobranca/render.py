@@ -191,8 +191,8 @@ def _greedy_lines(s: str, width: int, break_on_hyphens: bool) -> list[str] | Non
 
     Such a line breaks at the last space that leaves at most ``width`` characters, as
     textwrap fills it, without its word-by-word loop: the paragraphs a letter wraps that
-    differ in every letter (the customer's name, the amount) took a twentieth of its render
-    time. None (textwrap decides) for anything else: other whitespace between words or as a
+    differ in every letter (the customer's name, the amount) took 6 % of composing it
+    (bench/). None (textwrap decides) for anything else: other whitespace between words or as a
     word, two spaces in a row, spaces at either end, a hyphen textwrap may break at, a word
     longer than ``width``.
     """

@@ -651,8 +651,8 @@ def _field_reader(
     return read
 
 
-_money_field = _field_reader(_money, _ZERO_MONEY, protheus.to_money)  # protheus.to_money
-_rate_field = _field_reader(_rates, _ZERO_RATE, protheus.to_rate)  # protheus.to_rate
+_money_field = _field_reader(_money, _ZERO_MONEY, protheus.to_money)
+_rate_field = _field_reader(_rates, _ZERO_RATE, protheus.to_rate)
 
 
 def days_late(as_of: date, due: date | None, real_due: date) -> int:
@@ -686,7 +686,7 @@ def _title(
         or per_day < _ZERO_MONEY
         or additions < _ZERO_MONEY
         or deductions < _ZERO_MONEY
-    ):
+    ):  # which one, for the message
         for name, amount in (
             ("E1_PORCJUR", rate),
             ("E1_VALJUR", per_day),
