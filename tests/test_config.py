@@ -635,3 +635,14 @@ def test_no_config_found_says_what_was_tried(
     assert "$COBRANCA_CONFIG" in message
     assert str(tmp_path / "etc.yaml") in message and "config/cobranca.yaml" in message
     assert "--config" in message
+
+
+@pytest.mark.parametrize(
+    "written", ['"Credora\\rLtda"', '"Credora\\tLtda"', "|\n    Credora\n    Ltda"]
+)
+def test_a_line_break_in_the_creditors_name_names_its_line(tmp_path: Path, written: str) -> None:
+    path = write(tmp_path, variant(("  name: Credora Indústria Ltda", f"  name: {written}")))
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}:{line_of(BASE, 'Credora Indústria Ltda')}:")
+    assert "creditor.name" in problem
+    assert "one line without control characters" in problem

@@ -410,6 +410,9 @@ class PixSettings(Model):
         return pix_receiver(self.key, self.merchant_name, self.merchant_city)
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 class Creditor(Model):
     """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
 
@@ -425,6 +428,19 @@ class Creditor(Model):
     pix: PixSettings | None = Field(
         None, description="Pix receiver data, needed by layouts that offer Pix (payment.pix)."
     )
+
+    @field_validator("name", "address", "city", "state", "zip_code", "phone", "email", "website")
+    @classmethod
+    def _one_plain_line(cls, value: str) -> str:
+        # Printed in every letter's header and in the plain-text part: a line break or a
+        # control character there would break the letter's layout (a quoted YAML string such
+        # as "Credora\rLtda" holds one).
+        if _CONTROL_CHARACTER.search(value):
+            raise ValueError(
+                "must be one line without control characters (remove the line break, tab "
+                f"or escape such as \\r or \\n): {value!r}"
+            )
+        return value
 
     @field_validator("tax_id")
     @classmethod
