@@ -93,6 +93,15 @@ def only_problem(path: Path) -> str:
     return problems[0]
 
 
+def assert_one_problem(tmp_path: Path, edit: tuple[str, str], line: int, *says: str) -> None:
+    """BASE with one edit has exactly one problem, at that line, saying each of ``says``."""
+    path = write(tmp_path, variant(edit))
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}:{line}:"), problem
+    for text in says:
+        assert text in problem, (text, problem)
+
+
 def test_base_config_is_valid_and_its_line_numbers_are_the_ones_tests_use(
     tmp_path: Path,
 ) -> None:
@@ -516,11 +525,8 @@ def test_min_balance_in_brazilian_notation_is_refused_not_misread(
 
 @pytest.mark.parametrize("cnpj", ['"11.444.777/0001-6"', '"114447770001611"', '"11444777"'])
 def test_cnpj_with_the_wrong_length(tmp_path: Path, cnpj: str) -> None:
-    path = write(tmp_path, variant(('tax_id: "11.444.777/0001-61"', f"tax_id: {cnpj}")))
-    problem = only_problem(path)
-    assert problem.startswith(f"{path}:13:")
-    assert "creditor.tax_id" in problem
-    assert "14" in problem
+    edit = ('tax_id: "11.444.777/0001-61"', f"tax_id: {cnpj}")
+    assert_one_problem(tmp_path, edit, 13, "creditor.tax_id", "14")
 
 
 @pytest.mark.parametrize("address", ["cobranca.credora.example.com.br", "cobranca@", "a b@c.com"])
@@ -641,8 +647,6 @@ def test_no_config_found_says_what_was_tried(
     "written", ['"Credora\\rLtda"', '"Credora\\tLtda"', "|\n    Credora\n    Ltda"]
 )
 def test_a_line_break_in_the_creditors_name_names_its_line(tmp_path: Path, written: str) -> None:
-    path = write(tmp_path, variant(("  name: Credora Indústria Ltda", f"  name: {written}")))
-    problem = only_problem(path)
-    assert problem.startswith(f"{path}:{line_of(BASE, 'Credora Indústria Ltda')}:")
-    assert "creditor.name" in problem
-    assert "one line without control characters" in problem
+    edit = ("  name: Credora Indústria Ltda", f"  name: {written}")
+    line = line_of(BASE, "Credora Indústria Ltda")
+    assert_one_problem(tmp_path, edit, line, "creditor.name", "one line without control characters")
