@@ -22,7 +22,7 @@ from cobranca.boleto import barcode_to_line, mod11_barcode
 from cobranca.config import Config, load_config
 from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
 from cobranca.payment import letter_payment
-from cobranca.pdf import PdfRenderer, render_pdf, render_pdf_one
+from cobranca.pdf import POOL_FROM, PdfRenderer, render_pdf, render_pdf_one
 from cobranca.render import TemplateProblem, amount, money
 from conftest import LAYOUTS, TEMPLATES, config_data, write_config
 
@@ -368,3 +368,44 @@ def test_note_says_when_no_charges_were_added(config: Config) -> None:
     flat = " ".join("\n".join(pages_text(render_pdf_one(SAMPLE, config))).split())
     assert "Os valores não incluem eventuais multa e juros por atraso" in flat
     assert "atualizados" not in flat
+
+
+def _twenty_letters() -> list[PlannedLetter]:
+    return [
+        letter(f"Cliente {n:02d} Ltda", (OVERDUE, COMING) if n % 2 else (OVERDUE_2,),
+               code=f"{n:06d}")
+        for n in range(1, POOL_FROM + 5)
+    ]  # fmt: skip
+
+
+def test_worker_processes_print_what_one_process_prints(config: Config) -> None:
+    """Two spawned processes render the letters; the merged PDF is the same, in order."""
+    letters = _twenty_letters()
+    done: list[int] = []
+    pooled = PdfRenderer(config).many(letters, done.append, workers=2)
+    alone = PdfRenderer(config).many(letters, workers=1)
+    assert pages_text(pooled) == pages_text(alone)
+    assert done == list(range(1, len(letters) + 1))
+    starts = [text for text in pages_text(pooled) if "Página 1 de" in text]
+    assert all(item.customer.name in text for item, text in zip(letters, starts, strict=True))
+
+
+def test_a_template_error_in_a_worker_names_the_file_and_line(
+    config: Config, tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    own = templates / "impressa" / "primeiro-aviso.html.j2"
+    own.write_text(
+        "<html><body>\n<p>{{ customer.name }}</p>\n"
+        "{% if customer.code == '000013' %}{{ customer.no_such_field }}{% endif %}\n</body></html>"
+    )
+    custom = config.model_copy(update={"templates_dir": templates})
+    with pytest.raises(TemplateProblem) as pooled:
+        PdfRenderer(custom).many(_twenty_letters(), workers=2)
+    assert (pooled.value.filename or "").endswith("impressa/primeiro-aviso.html.j2")
+    assert pooled.value.line == 3
+    assert "no_such_field" in str(pooled.value)
+    with pytest.raises(TemplateProblem) as alone:
+        PdfRenderer(custom).many(_twenty_letters(), workers=1)
+    assert str(pooled.value) == str(alone.value)

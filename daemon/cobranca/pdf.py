@@ -16,7 +16,11 @@ from __future__ import annotations
 import base64
 import io
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import jinja2
@@ -99,13 +103,69 @@ class PdfRenderer:
         self,
         letters: Iterable[PlannedLetter],
         progress: Callable[[int], None] | None = None,
+        workers: int | None = None,
     ) -> bytes:
-        """Several letters in one PDF, each starting on a new page with its own numbering."""
+        """Several letters in one PDF, each starting on a new page with its own numbering.
+
+        With ``workers`` above 1 (default: one per CPU this process may use) and at least
+        POOL_FROM letters, the letters are rendered in that many processes, in order: a
+        letter takes xhtml2pdf ~0.1–0.2 s of one core, and month-end paper runs have
+        thousands.
+        """
+        pending = list(letters)
+        count = _usable_cpus() if workers is None else workers
+        if count > 1 and len(pending) >= POOL_FROM:
+            parts: Iterable[bytes] = _rendered_in_pool(self.config, pending, count)
+        else:
+            parts = (self.one(letter) for letter in pending)
         return merge_pdfs(
-            _with_progress((self.one(letter) for letter in letters), progress),
+            _with_progress(parts, progress),
             title=f"Cartas de cobrança – {self.creditor['name']}",
             author=self.creditor["name"],
         )
+
+
+POOL_FROM = 16  # fewer letters than this render faster than worker processes start
+_WORKER: PdfRenderer | None = None  # each pool process's own renderer
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _start_worker(config: Config) -> None:
+    global _WORKER
+    _WORKER = PdfRenderer(config)
+
+
+def _render_in_worker(letter: PlannedLetter) -> bytes:
+    assert _WORKER is not None
+    return _WORKER.one(letter)
+
+
+def _rendered_in_pool(
+    config: Config, letters: Sequence[PlannedLetter], workers: int
+) -> Iterator[bytes]:
+    """Each letter's PDF, in order, rendered by ``workers`` fresh processes.
+
+    Fresh (spawned) processes, not forked ones: nothing of the caller's state (open database
+    connections, threads) is shared. A letter's error is raised here, in order, and the
+    letters not yet rendered are cancelled.
+    """
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        min(workers, len(letters)), mp_context=context, initializer=_start_worker,
+        initargs=(config,),
+    )  # fmt: skip
+    try:
+        yield from pool.map(_render_in_worker, letters, chunksize=4)
+    except BrokenProcessPool as exc:  # killed (out of memory?) or could not start
+        raise PdfError(f"a PDF worker process stopped: {exc}") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def render_pdf_one(letter: PlannedLetter, config: Config) -> bytes:

@@ -48,6 +48,10 @@ class TemplateProblem(Exception):
             where = f"{where}:{line}"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[TemplateProblem], tuple[str, str | None, int | None]]:
+        # As it was made, through a process boundary (printing renders in worker processes).
+        return (TemplateProblem, (self.message, self.filename, self.line))
+
 
 def money(value: Decimal | int | None) -> str:
     """Decimal → 'R$ 1.234,56' (no-break space), rounded half-up first: Babel rounds half-even.
