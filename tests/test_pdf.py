@@ -370,7 +370,7 @@ def test_note_says_when_no_charges_were_added(config: Config) -> None:
     assert "atualizados" not in flat
 
 
-def _twenty_letters() -> list[PlannedLetter]:
+def _letters_enough_for_a_pool() -> list[PlannedLetter]:
     return [
         letter(f"Cliente {n:02d} Ltda", (OVERDUE, COMING) if n % 2 else (OVERDUE_2,),
                code=f"{n:06d}")
@@ -380,7 +380,7 @@ def _twenty_letters() -> list[PlannedLetter]:
 
 def test_worker_processes_print_what_one_process_prints(config: Config) -> None:
     """Two spawned processes render the letters; the merged PDF is the same, in order."""
-    letters = _twenty_letters()
+    letters = _letters_enough_for_a_pool()
     done: list[int] = []
     pooled = PdfRenderer(config).many(letters, done.append, workers=2)
     alone = PdfRenderer(config).many(letters, workers=1)
@@ -402,10 +402,10 @@ def test_a_template_error_in_a_worker_names_the_file_and_line(
     )
     custom = config.model_copy(update={"templates_dir": templates})
     with pytest.raises(TemplateProblem) as pooled:
-        PdfRenderer(custom).many(_twenty_letters(), workers=2)
+        PdfRenderer(custom).many(_letters_enough_for_a_pool(), workers=2)
     assert (pooled.value.filename or "").endswith("impressa/primeiro-aviso.html.j2")
     assert pooled.value.line == 3
     assert "no_such_field" in str(pooled.value)
     with pytest.raises(TemplateProblem) as alone:
-        PdfRenderer(custom).many(_twenty_letters(), workers=1)
+        PdfRenderer(custom).many(_letters_enough_for_a_pool(), workers=1)
     assert str(pooled.value) == str(alone.value)

@@ -183,11 +183,10 @@ def _wordwrap(
     return _JINJA_WORDWRAP(None, s, width, break_long_words, wrapstring, break_on_hyphens)
 
 
-# What textwrap takes for whitespace, and what else str.splitlines breaks a line at.
-_NOT_A_PLAIN_LINE = ("\t", "\n", "\x0b", "\x0c", "\r", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
-                     "\u2029", "  ")  # fmt: skip
-# A "word" of other whitespace only (an em space alone): textwrap drops it at a line's ends.
-_BLANK_WORD = re.compile(r"(?:^| )[^\S ]+(?= |$)")
+# Not one line of words and single spaces: whitespace textwrap breaks at or str.splitlines
+# splits at, other than a space; two spaces; a space at either end; a "word" of other
+# whitespace only (an em space alone), which textwrap drops at a line's ends.
+_NOT_PLAIN = re.compile(r"[\t\n\x0b\x0c\r\x1c-\x1e\x85\u2028\u2029]|  |^ | $|(?:^| )[^\S ]+(?= |$)")
 
 
 def _greedy_lines(s: str, width: int, break_on_hyphens: bool) -> list[str] | None:
@@ -200,14 +199,7 @@ def _greedy_lines(s: str, width: int, break_on_hyphens: bool) -> list[str] | Non
     word, two spaces in a row, spaces at either end, a hyphen textwrap may break at, a word
     longer than ``width``.
     """
-    if (
-        width < 1
-        or s[:1] == " "
-        or s[-1:] == " "
-        or (break_on_hyphens and "-" in s)
-        or any(mark in s for mark in _NOT_A_PLAIN_LINE)
-        or _BLANK_WORD.search(s)
-    ):
+    if width < 1 or (break_on_hyphens and "-" in s) or _NOT_PLAIN.search(s):
         return None
     lines = []
     while len(s) > width:
