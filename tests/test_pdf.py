@@ -7,6 +7,7 @@ import io
 import re
 import shutil
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from datetime import date, timedelta
 from decimal import Decimal
@@ -22,7 +23,13 @@ from cobranca.boleto import barcode_to_line, mod11_barcode
 from cobranca.config import Config, load_config
 from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
 from cobranca.payment import letter_payment
-from cobranca.pdf import POOL_FROM, PdfRenderer, render_pdf, render_pdf_one
+from cobranca.pdf import (
+    POOL_FROM,
+    PdfConcatenation,
+    PdfRenderer,
+    render_pdf,
+    render_pdf_one,
+)
 from cobranca.render import TemplateProblem, amount, money
 from conftest import LAYOUTS, TEMPLATES, config_data, write_config
 
@@ -169,6 +176,63 @@ def test_merged_pdf_starts_each_letter_on_a_new_page(config: Config) -> None:
         for text in pages[start:end]:
             others = [x.customer.name for x in letters if x is not item]
             assert not any(name in text for name in others)
+
+
+def test_joined_pdf_finds_every_object_where_its_cross_reference_says(config: Config) -> None:
+    pdf = render_pdf([SAMPLE, MANY], config)
+    start = int(pdf.rsplit(b"startxref", 1)[1].split()[0])
+    table = pdf[start:].split(b"trailer", 1)[0].split(b"\n")
+    assert table[0] == b"xref"
+    first, count = map(int, table[1].split())
+    entries = table[2 : 2 + count]
+    assert (first, entries[0]) == (0, b"0000000000 65535 f ")
+    for number, entry in enumerate(entries[1:], 1):
+        offset, generation, kind = entry.split()
+        assert (generation, kind) == (b"00000", b"n")
+        assert pdf[int(offset) :].startswith(b"%d 0 obj\n" % number), number
+    reader = PdfReader(io.BytesIO(pdf), strict=True)
+    assert len(reader.pages) == len(pages_text(render_pdf_one(SAMPLE, config))) + len(
+        pages_text(render_pdf_one(MANY, config))
+    )
+    assert all(page.mediabox.width == pytest.approx(210 * MM, abs=1) for page in reader.pages)
+    assert reader.metadata is not None
+    assert reader.metadata.title == "Cartas de cobrança – Credora Indústria Ltda"
+    assert (reader.metadata.author, reader.metadata.producer) == (
+        "Credora Indústria Ltda",
+        "cobranca",
+    )
+
+
+class _CountingSink:
+    """A file that keeps nothing: how much was written, and when."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def test_joining_writes_each_letter_as_it_comes_and_keeps_none(config: Config) -> None:
+    """A month-end paper run joins thousands of letters: memory must not grow with them."""
+    part = render_pdf_one(SAMPLE, config)
+    parts = 300
+    sink = _CountingSink()
+    joined = PdfConcatenation(sink)
+    joined.add(part)  # pypdf's modules load: not what is measured
+    tracemalloc.start()
+    try:
+        for _ in range(parts):
+            before = sink.size
+            joined.add(part)
+            assert sink.size - before >= len(part) // 2  # the letter went out as it came
+        assert joined.close() == (parts + 1) * len(PdfReader(io.BytesIO(part)).pages)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # pypdf's PdfWriter held every page until it wrote: ~100 KB of objects a letter.
+    assert peak < parts * len(part) / 2, f"peak {peak} bytes for {parts} letters"
 
 
 def test_many_titles_continue_on_numbered_pages_with_the_header_repeated(config: Config) -> None:

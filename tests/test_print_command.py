@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -291,4 +292,25 @@ def test_an_unwritable_output_records_nothing(
     folder.mkdir()
     assert _run(config, LAYOUT, "--output", str(folder), "--operator", OPERATOR) == 1
     assert "cannot write" in capsys.readouterr().err
+    assert {r.id for r in _letters(config, LetterStatus.PRINT_NEEDED)} == {r.id for r in after_run}
+
+
+def test_a_failure_on_a_later_file_leaves_no_file_and_records_nothing(
+    config: Config, after_run: list[LetterRecord], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Files are written as they render, under temporary names that go when one fails."""
+    templates = tmp_path / "templates"
+    shutil.copytree(config.templates_dir, templates)
+    last = max(r.customer_code for r in after_run)
+    (templates / "impressa" / "segundo-aviso.html.j2").write_text(
+        "<html><body>\n<p>{{ customer.name }}</p>\n"
+        f"{{% if customer.code == '{last}' %}}{{{{ customer.no_such_field }}}}{{% endif %}}\n"
+        "</body></html>"
+    )
+    custom = config.model_copy(update={"templates_dir": templates})
+    folder = tmp_path / "cartas"
+    assert _run(custom, LAYOUT, "--split", str(folder), "--operator", OPERATOR) == 2
+    err = capsys.readouterr().err
+    assert "template problem, nothing printed" in err and "no_such_field" in err
+    assert list(folder.iterdir()) == []  # the earlier customers' files were removed too
     assert {r.id for r in _letters(config, LetterStatus.PRINT_NEEDED)} == {r.id for r in after_run}

@@ -18,10 +18,11 @@ import io
 import logging
 import multiprocessing
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, BinaryIO
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -99,18 +100,19 @@ class PdfRenderer:
         """One letter as a PDF of its own (pages numbered 1..N)."""
         return html_to_pdf(self.html(letter), what=f"customer {letter.customer.key}")
 
-    def many(
+    def write(
         self,
         letters: Iterable[PlannedLetter],
+        sink: BinaryIO,
         progress: Callable[[int], None] | None = None,
         workers: int | None = None,
-    ) -> bytes:
-        """Several letters in one PDF, each starting on a new page with its own numbering.
+    ) -> int:
+        """Several letters into one PDF written to ``sink`` as they come; its page count.
 
-        With ``workers`` above 1 (default: one per CPU this process may use) and at least
-        POOL_FROM letters, the letters are rendered in that many processes, in order: a
-        letter takes xhtml2pdf ~0.1–0.2 s of one core, and month-end paper runs have
-        thousands.
+        Each letter starts on a new page with its own numbering. With ``workers`` above 1
+        (default: one per CPU this process may use) and at least POOL_FROM letters, the
+        letters are rendered in that many processes, in order: a letter takes xhtml2pdf
+        ~0.1–0.2 s of one core, and month-end paper runs have thousands.
         """
         pending = list(letters)
         count = _usable_cpus() if workers is None else workers
@@ -118,11 +120,25 @@ class PdfRenderer:
             parts: Iterable[bytes] = _rendered_in_pool(self.config, pending, count)
         else:
             parts = (self.one(letter) for letter in pending)
-        return merge_pdfs(
-            _with_progress(parts, progress),
+        joined = PdfConcatenation(
+            sink,
             title=f"Cartas de cobrança – {self.creditor['name']}",
             author=self.creditor["name"],
         )
+        for part in _with_progress(parts, progress):
+            joined.add(part)
+        return joined.close()
+
+    def many(
+        self,
+        letters: Iterable[PlannedLetter],
+        progress: Callable[[int], None] | None = None,
+        workers: int | None = None,
+    ) -> bytes:
+        """``write`` into memory: for a few letters (an attachment, a preview)."""
+        buffer = io.BytesIO()
+        self.write(letters, buffer, progress, workers)
+        return buffer.getvalue()
 
 
 POOL_FROM = 16  # fewer letters than this render faster than worker processes start
@@ -203,26 +219,138 @@ def html_to_pdf(html: str, *, what: str = "letter") -> bytes:
     return output.getvalue()
 
 
-def merge_pdfs(parts: Iterable[bytes], *, title: str = "", author: str = "") -> bytes:
-    """Concatenate PDFs page by page (each part keeps its pages, in order)."""
-    from pypdf import PdfReader, PdfWriter
+class PdfConcatenation:
+    """One PDF written part by part: each part's objects go to ``sink`` as the part is added.
 
-    writer = PdfWriter()
-    count = 0
-    for part in parts:
-        writer.append(PdfReader(io.BytesIO(part)))
-        count += 1
-    if not count:
-        raise ValueError("no PDF to merge")
-    metadata = {"/Producer": "cobranca"}
-    if title:
-        metadata["/Title"] = title
-    if author:
-        metadata["/Author"] = author
-    writer.add_metadata(metadata)
-    output = io.BytesIO()
-    writer.write(output)
-    return output.getvalue()
+    pypdf's PdfWriter keeps every page of every part until it writes (~100 KB of Python
+    objects a letter here: gigabytes for a month-end paper run); here a part is read, its
+    objects renumbered and written, and only its pages' numbers stay for the page tree. The
+    page tree, catalog, information dictionary and cross-reference table are written by
+    ``close``. Pages from pypdf's reader carry what they inherited from their page tree.
+    """
+
+    _PAGES, _CATALOG, _INFO = 1, 2, 3  # written last, numbered first
+    _HEADER = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"  # binary comment: a binary file to mailers
+
+    def __init__(self, sink: BinaryIO, *, title: str = "", author: str = "") -> None:
+        self._sink = sink
+        # The byte offset of object n at [n - 1], and the pages' object numbers: machine
+        # integers, 8 bytes each instead of a Python int's 36 (~40 objects a letter).
+        self._offsets = array("Q", (0, 0, 0))
+        self._pages = array("Q")
+        self._info = {"/Producer": "cobranca", "/Title": title, "/Author": author}
+        self._position = 0
+        self._write(self._HEADER)
+
+    def add(self, data: bytes) -> int:
+        """Append every page of one PDF, in order; how many."""
+        from pypdf import PdfReader
+        from pypdf.generic import IndirectObject, NameObject
+
+        reader = PdfReader(io.BytesIO(data))
+        numbers: dict[tuple[int, int], int] = {}  # the part's (number, generation) → ours
+        waiting: list[IndirectObject] = []
+
+        def ours(reference: IndirectObject) -> IndirectObject:
+            key = (reference.idnum, reference.generation)
+            if key not in numbers:
+                self._offsets.append(0)
+                numbers[key] = len(self._offsets)
+                waiting.append(reference)
+            return IndirectObject(numbers[key], 0, None)
+
+        pages = {}
+        for page in reader.pages:
+            reference = page.indirect_reference
+            if reference is None:
+                raise PdfError("a rendered letter has a page that is not an indirect object")
+            pages[(reference.idnum, reference.generation)] = ours(reference).idnum
+        parent = NameObject("/Parent")
+        while waiting:
+            reference = waiting.pop()
+            key = (reference.idnum, reference.generation)
+            value = reference.get_object()
+            is_page = key in pages
+            if is_page:  # its parent is our page tree, not the part's
+                dict.pop(value, parent, None)
+            _relink(value, ours)
+            if is_page:
+                dict.__setitem__(value, parent, IndirectObject(self._PAGES, 0, None))
+            self._write_object(numbers[key], value)
+        self._pages.extend(pages.values())
+        return len(pages)
+
+    def close(self) -> int:
+        """Write the page tree, catalog and cross-reference table; the number of pages."""
+        from pypdf.generic import (
+            ArrayObject,
+            DictionaryObject,
+            IndirectObject,
+            NameObject,
+            NumberObject,
+            create_string_object,
+        )
+
+        if not self._pages:
+            raise ValueError("no PDF to join")
+        self._write_object(self._PAGES, DictionaryObject({
+            NameObject("/Type"): NameObject("/Pages"),
+            NameObject("/Kids"): ArrayObject(IndirectObject(n, 0, None) for n in self._pages),
+            NameObject("/Count"): NumberObject(len(self._pages)),
+        }))  # fmt: skip
+        self._write_object(self._CATALOG, DictionaryObject({
+            NameObject("/Type"): NameObject("/Catalog"),
+            NameObject("/Pages"): IndirectObject(self._PAGES, 0, None),
+        }))  # fmt: skip
+        self._write_object(self._INFO, DictionaryObject({
+            NameObject(key): create_string_object(text) for key, text in self._info.items() if text
+        }))  # fmt: skip
+        start = self._position
+        entries = "".join(f"{offset:010d} 00000 n \n" for offset in self._offsets)
+        size = len(self._offsets) + 1
+        self._write(
+            f"xref\n0 {size}\n0000000000 65535 f \n{entries}"
+            f"trailer\n<< /Size {size} /Root {self._CATALOG} 0 R /Info {self._INFO} 0 R >>\n"
+            f"startxref\n{start}\n%%EOF\n".encode("ascii")
+        )
+        return len(self._pages)
+
+    def _write_object(self, number: int, value: Any) -> None:
+        buffer = io.BytesIO()
+        buffer.write(b"%d 0 obj\n" % number)
+        value.write_to_stream(buffer)
+        buffer.write(b"\nendobj\n")
+        self._offsets[number - 1] = self._position
+        self._write(buffer.getvalue())
+
+    def _write(self, data: bytes) -> None:
+        self._sink.write(data)
+        self._position += len(data)
+
+
+def _relink(value: Any, ours: Callable[[Any], Any]) -> None:
+    """Point every reference inside ``value`` (in place) at its object's number in ours.
+
+    Raw access (dict.items, list indexes): pypdf's own look-ups would follow the references.
+    """
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, DictionaryObject):  # streams too
+            for key, inner in list(dict.items(item)):
+                if isinstance(inner, IndirectObject):
+                    dict.__setitem__(item, key, ours(inner))
+                elif isinstance(inner, DictionaryObject | ArrayObject):
+                    pending.append(inner)
+        elif isinstance(item, ArrayObject):
+            for index in range(len(item)):
+                inner = list.__getitem__(item, index)
+                if isinstance(inner, IndirectObject):
+                    list.__setitem__(item, index, ours(inner))
+                elif isinstance(inner, DictionaryObject | ArrayObject):
+                    pending.append(inner)
 
 
 def _select(env: ImmutableSandboxedEnvironment, names: list[str]) -> jinja2.Template:

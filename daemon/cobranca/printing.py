@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import io
 import os
 import re
 import sys
@@ -295,7 +294,8 @@ def _print(
         print(f"cobranca: {exc} (nothing printed)", file=sys.stderr)
         return EXIT_FAILURES
     except OSError as exc:
-        where = exc.filename or args.output or args.split
+        # A failed rename names the final file second (the temporary file first).
+        where = exc.filename2 or exc.filename or args.output or args.split
         print(f"cobranca: cannot write {where}: {exc.strerror} (nothing recorded as printed)",
               file=sys.stderr)  # fmt: skip
         return EXIT_FAILURES
@@ -328,9 +328,12 @@ def _render(
     progress: Callable[[int], None] | None,
     today: date,
 ) -> list[tuple[Path, list[PrintJob], int]]:
-    """Render every file in memory, then write them all: (path, its letters, pages)."""
-    from pypdf import PdfReader
+    """Render each file as it goes, then give them all their names: (path, its letters, pages).
 
+    A file is written under a temporary name beside its own; only when every file is
+    complete are they synced and renamed, so a failure leaves no file behind, and never half
+    a PDF under a final name. A dry run writes nothing.
+    """
     parts: list[tuple[Path, list[PrintJob]]]
     if args.split:
         folder = Path(args.split)
@@ -342,22 +345,40 @@ def _render(
     else:
         output = Path(args.output) if args.output else _default_output(layout, args.as_of or today)
         parts = [(output, jobs)]
-    rendered: list[tuple[Path, list[PrintJob], bytes]] = []
+    files: list[tuple[Path, list[PrintJob], int]] = []
+    written: list[tuple[Path, Path]] = []  # (temporary, final)
     done = 0
-    for path, part in parts:
+    try:
+        for path, part in parts:
 
-        def counted(n: int, before: int = done) -> None:
-            if progress is not None:
-                progress(before + n)
+            def counted(n: int, before: int = done) -> None:
+                if progress is not None:
+                    progress(before + n)
 
-        data = renderer.many((job.letter for job in part), counted)
-        done += len(part)
-        rendered.append((path, part, data))
-    files = [(path, part, len(PdfReader(io.BytesIO(data)).pages)) for path, part, data in rendered]
-    if not args.dry_run:
-        for path, _, data in rendered:
-            _write_atomically(path.resolve(), data)
-    return [(path.resolve(), part, pages) for path, part, pages in files]
+            final = path.resolve()
+            letters = (job.letter for job in part)
+            if args.dry_run:
+                with open(os.devnull, "wb") as nowhere:
+                    pages = renderer.write(letters, nowhere, counted)
+            else:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp",
+                                            dir=final.parent)  # fmt: skip
+                written.append((Path(name), final))
+                with os.fdopen(fd, "wb") as handle:
+                    pages = renderer.write(letters, handle, counted)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            done += len(part)
+            files.append((final, part, pages))
+        for temporary, final in written:
+            os.chmod(temporary, 0o640)
+            os.replace(temporary, final)
+    except BaseException:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+        raise
+    return files
 
 
 def _record(
@@ -443,19 +464,3 @@ def _default_output(layout: Layout, day: date) -> Path:
 def _split_name(layout: str, letter: PlannedLetter) -> str:
     parts = (layout, letter.customer.code, letter.customer.store)
     return "-".join(_UNSAFE_IN_NAME.sub("_", p) or "_" for p in parts) + ".pdf"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """A whole file or none: a crash never leaves half a PDF under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, 0o640)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
