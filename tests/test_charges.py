@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +16,7 @@ from cobranca.charges import (
     InterestFormula,
     InterestSource,
     TitleCharges,
+    _percent_interest,
     daily_interest,
     monthly_to_daily,
     title_charges,
@@ -381,3 +382,31 @@ def test_title_charges_fields_are_the_documented_ones() -> None:
     names = {f.name for f in fields(TitleCharges)}
     assert set(MONEY_FIELDS) <= names
     assert {f.name for f in fields(ChargeTotals)} == set(MONEY_FIELDS)
+
+
+def _interest_in_a_local_context(
+    base: Decimal, percent: Decimal, days: int, formula: InterestFormula
+) -> Decimal:
+    """The formula as first written, in a localcontext of the same precision."""
+    with localcontext() as context:
+        context.prec = 50
+        t = percent / 100
+        if formula is InterestFormula.COMPOUND or (formula is InterestFormula.MIXED and days > 30):
+            return base * ((1 + t) ** days - 1)
+        return base * days * t
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.decimals(min_value=0, max_value=10**9, places=2),
+    st.decimals(min_value=0, max_value=10, places=4),
+    st.integers(min_value=0, max_value=3650),
+    st.sampled_from(list(InterestFormula)),
+)
+def test_interest_is_computed_exactly_as_in_a_local_context(
+    base: Decimal, percent: Decimal, days: int, formula: InterestFormula
+) -> None:
+    """The shared 50-digit context gives every digit the per-call localcontext gave."""
+    expected = _interest_in_a_local_context(base, percent, days, formula)
+    got = _percent_interest(base, percent, days, formula)
+    assert (got, got.as_tuple()) == (expected, expected.as_tuple())
