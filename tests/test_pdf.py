@@ -8,7 +8,7 @@ import re
 import shutil
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +27,6 @@ from cobranca.pdf import (
     POOL_FROM,
     PdfConcatenation,
     PdfRenderer,
-    render_pdf,
     render_pdf_one,
 )
 from cobranca.render import TemplateProblem, amount, money
@@ -137,6 +136,18 @@ def pages_text(pdf: bytes) -> list[str]:
     return [(page.extract_text() or "").replace("\xa0", " ") for page in reader.pages]
 
 
+def joined(
+    letters: list[PlannedLetter],
+    config: Config,
+    progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
+) -> bytes:
+    """The letters as `cobranca print` writes them into one file, here into memory."""
+    buffer = io.BytesIO()
+    PdfRenderer(config).write(letters, buffer, progress, workers)
+    return buffer.getvalue()
+
+
 def brl(value: Decimal) -> str:
     return money(value).replace("\xa0", " ")
 
@@ -162,7 +173,7 @@ def test_letter_has_customer_creditor_titles_and_amounts_in_pt_br(config: Config
 
 def test_merged_pdf_starts_each_letter_on_a_new_page(config: Config) -> None:
     letters = [SAMPLE, MANY, letter("Padaria Bom Jesus ME", (COMING,), code="000789")]
-    pdf = render_pdf(letters, config)
+    pdf = joined(letters, config)
     pages = pages_text(pdf)
     assert len(pages) >= len(letters)
     first_pages = [i for i, text in enumerate(pages) if "Página 1 de" in text]
@@ -179,7 +190,7 @@ def test_merged_pdf_starts_each_letter_on_a_new_page(config: Config) -> None:
 
 
 def test_joined_pdf_finds_every_object_where_its_cross_reference_says(config: Config) -> None:
-    pdf = render_pdf([SAMPLE, MANY], config)
+    pdf = joined([SAMPLE, MANY], config)
     start = int(pdf.rsplit(b"startxref", 1)[1].split()[0])
     table = pdf[start:].split(b"trailer", 1)[0].split(b"\n")
     assert table[0] == b"xref"
@@ -446,8 +457,8 @@ def test_worker_processes_print_what_one_process_prints(config: Config) -> None:
     """Two spawned processes render the letters; the merged PDF is the same, in order."""
     letters = _letters_enough_for_a_pool()
     done: list[int] = []
-    pooled = PdfRenderer(config).many(letters, done.append, workers=2)
-    alone = PdfRenderer(config).many(letters, workers=1)
+    pooled = joined(letters, config, done.append, workers=2)
+    alone = joined(letters, config, workers=1)
     assert pages_text(pooled) == pages_text(alone)
     assert done == list(range(1, len(letters) + 1))
     starts = [text for text in pages_text(pooled) if "Página 1 de" in text]
@@ -466,10 +477,10 @@ def test_a_template_error_in_a_worker_names_the_file_and_line(
     )
     custom = config.model_copy(update={"templates_dir": templates})
     with pytest.raises(TemplateProblem) as pooled:
-        PdfRenderer(custom).many(_letters_enough_for_a_pool(), workers=2)
+        joined(_letters_enough_for_a_pool(), custom, workers=2)
     assert (pooled.value.filename or "").endswith("impressa/primeiro-aviso.html.j2")
     assert pooled.value.line == 3
     assert "no_such_field" in str(pooled.value)
     with pytest.raises(TemplateProblem) as alone:
-        PdfRenderer(custom).many(_letters_enough_for_a_pool(), workers=1)
+        joined(_letters_enough_for_a_pool(), custom, workers=1)
     assert str(pooled.value) == str(alone.value)

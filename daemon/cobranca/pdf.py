@@ -129,17 +129,6 @@ class PdfRenderer:
             joined.add(part)
         return joined.close()
 
-    def many(
-        self,
-        letters: Iterable[PlannedLetter],
-        progress: Callable[[int], None] | None = None,
-        workers: int | None = None,
-    ) -> bytes:
-        """``write`` into memory: for a few letters (an attachment, a preview)."""
-        buffer = io.BytesIO()
-        self.write(letters, buffer, progress, workers)
-        return buffer.getvalue()
-
 
 POOL_FROM = 16  # fewer letters than this render faster than worker processes start
 _WORKER: PdfRenderer | None = None  # each pool process's own renderer
@@ -187,13 +176,6 @@ def _rendered_in_pool(
 def render_pdf_one(letter: PlannedLetter, config: Config) -> bytes:
     """One letter as an A4 PDF."""
     return PdfRenderer(config).one(letter)
-
-
-def render_pdf(letters: Sequence[PlannedLetter], config: Config) -> bytes:
-    """Several letters as one A4 PDF, each letter starting on a new page."""
-    if not letters:
-        raise ValueError("no letters to render")
-    return PdfRenderer(config).many(letters)
 
 
 def html_to_pdf(html: str, *, what: str = "letter") -> bytes:
