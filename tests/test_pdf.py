@@ -144,7 +144,8 @@ def joined(
 ) -> bytes:
     """The letters as `cobranca print` writes them into one file, here into memory."""
     buffer = io.BytesIO()
-    PdfRenderer(config).write(letters, buffer, progress, workers)
+    renderer = PdfRenderer(config)
+    renderer.join(renderer.pdfs(letters, progress, workers), buffer)
     return buffer.getvalue()
 
 

@@ -17,6 +17,7 @@ from cobranca.config import Config, load_config
 from cobranca.demo import HOSTILE_CODE
 from cobranca.history import HistoryStore, LetterRecord
 from cobranca.models import LetterStatus
+from cobranca.pdf import POOL_FROM
 from cobranca.printing import add_print_parser, print_command
 from cobranca.render import amount
 from cobranca.runner import run_layouts
@@ -314,3 +315,22 @@ def test_a_failure_on_a_later_file_leaves_no_file_and_records_nothing(
     assert "template problem, nothing printed" in err and "no_such_field" in err
     assert list(folder.iterdir()) == []  # the earlier customers' files were removed too
     assert {r.id for r in _letters(config, LetterStatus.PRINT_NEEDED)} == {r.id for r in after_run}
+
+
+def test_split_of_letters_enough_for_worker_processes_gives_each_its_own_file(
+    config: Config, tmp_path: Path
+) -> None:
+    """All the letters render in one stream (worker processes from POOL_FROM on), each
+    routed to its customer's file in order."""
+    folder = tmp_path / "cartas"
+    argv = ["--all-selected", "--as-of", AS_OF.isoformat(), "--split", str(folder)]
+    assert _run(config, LAYOUT, *argv, "--operator", OPERATOR) == 0
+    printed = _letters(config, LetterStatus.PRINTED)
+    assert len(printed) >= POOL_FROM
+    assert len(list(folder.iterdir())) == len(printed)
+    # Each letter names its customer as "CODE / loja STORE" (a name may hold line breaks).
+    marks = {r.id: f"{r.customer_code} / loja {r.customer_store}" for r in printed}
+    for record in printed:
+        content = _text(folder / f"{LAYOUT}-{record.customer_code}-{record.customer_store}.pdf")
+        assert marks[record.id] in content
+        assert not any(mark in content for id_, mark in marks.items() if id_ != record.id)

@@ -19,9 +19,10 @@ import logging
 import multiprocessing
 import os
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from typing import Any, BinaryIO
 
 import jinja2
@@ -100,32 +101,36 @@ class PdfRenderer:
         """One letter as a PDF of its own (pages numbered 1..N)."""
         return html_to_pdf(self.html(letter), what=f"customer {letter.customer.key}")
 
-    def write(
+    def pdfs(
         self,
-        letters: Iterable[PlannedLetter],
-        sink: BinaryIO,
+        letters: Sequence[PlannedLetter],
         progress: Callable[[int], None] | None = None,
         workers: int | None = None,
-    ) -> int:
-        """Several letters into one PDF written to ``sink`` as they come; its page count.
+    ) -> Generator[bytes, None, None]:
+        """Each letter's PDF, in order, as it is rendered (close it to stop early).
 
-        Each letter starts on a new page with its own numbering. With ``workers`` above 1
-        (default: one per CPU this process may use) and at least POOL_FROM letters, the
-        letters are rendered in that many processes, in order: a letter takes xhtml2pdf
-        ~0.1–0.2 s of one core, and month-end paper runs have thousands.
+        With ``workers`` above 1 (default: one per CPU this process may use) and at least
+        POOL_FROM letters, the letters are rendered in that many processes: a letter takes
+        xhtml2pdf ~0.1–0.2 s of one core, and month-end paper runs have thousands.
         """
-        pending = list(letters)
         count = _usable_cpus() if workers is None else workers
-        if count > 1 and len(pending) >= POOL_FROM:
-            parts: Iterable[bytes] = _rendered_in_pool(self.config, pending, count)
+        if count > 1 and len(letters) >= POOL_FROM:
+            parts = _rendered_in_pool(self.config, letters, count)
         else:
-            parts = (self.one(letter) for letter in pending)
+            parts = (self.one(letter) for letter in letters)
+        return _with_progress(parts, progress)
+
+    def join(self, parts: Iterable[bytes], sink: BinaryIO) -> int:
+        """Letters' PDFs into one, written to ``sink`` as they come; its page count.
+
+        Each letter starts on a new page and keeps its own page numbering.
+        """
         joined = PdfConcatenation(
             sink,
             title=f"Cartas de cobrança – {self.creditor['name']}",
             author=self.creditor["name"],
         )
-        for part in _with_progress(parts, progress):
+        for part in parts:
             joined.add(part)
         return joined.close()
 
@@ -153,7 +158,7 @@ def _render_in_worker(letter: PlannedLetter) -> bytes:
 
 def _rendered_in_pool(
     config: Config, letters: Sequence[PlannedLetter], workers: int
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     """Each letter's PDF, in order, rendered by ``workers`` fresh processes.
 
     Fresh (spawned) processes, not forked ones: nothing of the caller's state (open database
@@ -347,9 +352,11 @@ def _select(env: ImmutableSandboxedEnvironment, names: list[str]) -> jinja2.Temp
 
 
 def _with_progress(
-    items: Iterable[bytes], progress: Callable[[int], None] | None
-) -> Iterable[bytes]:
-    for done, item in enumerate(items, 1):
-        yield item
-        if progress is not None:
-            progress(done)
+    items: Generator[bytes, None, None], progress: Callable[[int], None] | None
+) -> Generator[bytes, None, None]:
+    """``items``, counted; closing this closes them (a pool's processes go at once)."""
+    with closing(items):
+        for done, item in enumerate(items, 1):
+            yield item
+            if progress is not None:
+                progress(done)

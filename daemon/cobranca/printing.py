@@ -19,8 +19,10 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import islice
 from pathlib import Path
 
 from .arguments import iso_date
@@ -347,30 +349,27 @@ def _render(
         parts = [(output, jobs)]
     files: list[tuple[Path, list[PrintJob], int]] = []
     written: list[tuple[Path, Path]] = []  # (temporary, final)
-    done = 0
+    letters = [job.letter for _, part in parts for job in part]
     try:
-        for path, part in parts:
-
-            def counted(n: int, before: int = done) -> None:
-                if progress is not None:
-                    progress(before + n)
-
-            final = path.resolve()
-            letters = (job.letter for job in part)
-            if args.dry_run:
-                with open(os.devnull, "wb") as nowhere:
-                    pages = renderer.write(letters, nowhere, counted)
-            else:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp",
-                                            dir=final.parent)  # fmt: skip
-                written.append((Path(name), final))
-                with os.fdopen(fd, "wb") as handle:
-                    pages = renderer.write(letters, handle, counted)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            done += len(part)
-            files.append((final, part, pages))
+        # One stream of PDFs for all the files: with --split, one letter per file still
+        # keeps every CPU busy.
+        with closing(renderer.pdfs(letters, progress)) as rendered:
+            for path, part in parts:
+                final = path.resolve()
+                mine = islice(rendered, len(part))
+                if args.dry_run:
+                    with open(os.devnull, "wb") as nowhere:
+                        pages = renderer.join(mine, nowhere)
+                else:
+                    final.parent.mkdir(parents=True, exist_ok=True)
+                    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp",
+                                                dir=final.parent)  # fmt: skip
+                    written.append((Path(name), final))
+                    with os.fdopen(fd, "wb") as handle:
+                        pages = renderer.join(mine, handle)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                files.append((final, part, pages))
         for temporary, final in written:
             os.chmod(temporary, 0o640)
             os.replace(temporary, final)
