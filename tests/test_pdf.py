@@ -23,12 +23,7 @@ from cobranca.boleto import barcode_to_line, mod11_barcode
 from cobranca.config import Config, load_config
 from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
 from cobranca.payment import letter_payment
-from cobranca.pdf import (
-    POOL_FROM,
-    PdfConcatenation,
-    PdfRenderer,
-    render_pdf_one,
-)
+from cobranca.pdf import POOL_FROM, PdfConcatenation, PdfRenderer, render_pdf_one
 from cobranca.render import TemplateProblem, amount, money
 from conftest import LAYOUTS, TEMPLATES, config_data, write_config
 
@@ -231,15 +226,15 @@ def test_joining_writes_each_letter_as_it_comes_and_keeps_none(config: Config) -
     part = render_pdf_one(SAMPLE, config)
     parts = 300
     sink = _CountingSink()
-    joined = PdfConcatenation(sink)
-    joined.add(part)  # pypdf's modules load: not what is measured
+    joining = PdfConcatenation(sink)
+    joining.add(part)  # pypdf's modules load: not what is measured
     tracemalloc.start()
     try:
         for _ in range(parts):
             before = sink.size
-            joined.add(part)
+            joining.add(part)
             assert sink.size - before >= len(part) // 2  # the letter went out as it came
-        assert joined.close() == (parts + 1) * len(PdfReader(io.BytesIO(part)).pages)
+        assert joining.close() == (parts + 1) * len(PdfReader(io.BytesIO(part)).pages)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
