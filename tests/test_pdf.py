@@ -210,6 +210,46 @@ def test_joined_pdf_finds_every_object_where_its_cross_reference_says(config: Co
     )
 
 
+def _pdf_whose_page_inherits(text: str) -> bytes:
+    """A one-page PDF whose media box (200 × 100 pt) and font are on its page tree, not on
+    its page, as PDF allows (ISO 32000-1, 7.7.3.4)."""
+    content = f"BT /F1 12 Tf 10 50 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 /MediaBox [0 0 200 100]"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Type /Page /Parent 2 0 R /Contents 4 0 R >>",
+        b"<< /Length %d >>\nstream\n%s\nendstream" % (len(content), content),
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    start = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        start,
+    )
+    return bytes(out)
+
+
+def test_a_page_keeps_what_it_inherits_from_its_page_tree() -> None:
+    buffer = io.BytesIO()
+    joining = PdfConcatenation(buffer)
+    joining.add(_pdf_whose_page_inherits("Primeira"))
+    joining.add(_pdf_whose_page_inherits("Segunda"))
+    assert joining.close() == 2
+    reader = PdfReader(io.BytesIO(buffer.getvalue()), strict=True)
+    assert [page.extract_text() for page in reader.pages] == ["Primeira", "Segunda"]
+    for page in reader.pages:
+        assert "/MediaBox" in page and "/Resources" in page  # on the page itself now
+        assert (page.mediabox.width, page.mediabox.height) == (200, 100)
+
+
 class _CountingSink:
     """A file that keeps nothing: how much was written, and when."""
 

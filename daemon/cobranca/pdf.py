@@ -213,7 +213,7 @@ class PdfConcatenation:
     objects a letter here: gigabytes for a month-end paper run); here a part is read, its
     objects renumbered and written, and only its pages' numbers stay for the page tree. The
     page tree, catalog, information dictionary and cross-reference table are written by
-    ``close``. Pages from pypdf's reader carry what they inherited from their page tree.
+    ``close``.
     """
 
     _PAGES, _CATALOG, _INFO = 1, 2, 3  # written last, numbered first
@@ -246,25 +246,28 @@ class PdfConcatenation:
                 waiting.append(reference)
             return IndirectObject(numbers[key], 0, None)
 
-        pages = {}
+        # Each page as the reader gives it, with what it inherits from its page tree (media
+        # box, resources) copied in: the page's own object may lack them.
+        pages: dict[tuple[int, int], Any] = {}
         for page in reader.pages:
             reference = page.indirect_reference
             if reference is None:
                 raise PdfError("a rendered letter has a page that is not an indirect object")
-            pages[(reference.idnum, reference.generation)] = ours(reference).idnum
+            ours(reference)
+            pages[(reference.idnum, reference.generation)] = page
         parent = NameObject("/Parent")
         while waiting:
             reference = waiting.pop()
             key = (reference.idnum, reference.generation)
-            value = reference.get_object()
-            is_page = key in pages
-            if is_page:  # its parent is our page tree, not the part's
+            page = pages.get(key)
+            value = reference.get_object() if page is None else page
+            if page is not None:  # its parent is our page tree, not the part's
                 dict.pop(value, parent, None)
             _relink(value, ours)
-            if is_page:
+            if page is not None:
                 dict.__setitem__(value, parent, IndirectObject(self._PAGES, 0, None))
             self._write_object(numbers[key], value)
-        self._pages.extend(pages.values())
+        self._pages.extend(numbers[key] for key in pages)
         return len(pages)
 
     def close(self) -> int:
