@@ -229,8 +229,8 @@ class PdfConcatenation:
         self._position = 0
         self._write(self._HEADER)
 
-    def add(self, data: bytes) -> int:
-        """Append every page of one PDF, in order; how many."""
+    def add(self, data: bytes) -> None:
+        """Append every page of one PDF, in order (``close`` says how many in all)."""
         from pypdf import PdfReader
         from pypdf.generic import IndirectObject, NameObject
 
@@ -268,7 +268,6 @@ class PdfConcatenation:
                 dict.__setitem__(value, parent, IndirectObject(self._PAGES, 0, None))
             self._write_object(numbers[key], value)
         self._pages.extend(numbers[key] for key in pages)
-        return len(pages)
 
     def close(self) -> int:
         """Write the page tree, catalog and cross-reference table; the number of pages."""
