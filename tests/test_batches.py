@@ -40,6 +40,7 @@ from cobranca.history import (
     LetterRecord,
     LetterTitleRecord,
     PlanEntry,
+    RecordedPlan,
     existing_letters_statement,
 )
 from cobranca.mail import build_message
@@ -158,6 +159,9 @@ def test_a_batch_that_cannot_be_made_final_is_recorded_not_sent_and_sent_next_ru
 
     second = run_layouts(config, as_of=AS_OF).results[0]
     assert second.sent == 4 + first.left_planned
+    # The four that failed are planned again; those left planned are carried over, not skipped.
+    assert (second.planned, second.carried_over) == (4, first.left_planned)
+    assert second.skipped["already_claimed"] == 6 + first.print_needed
     files = _eml_files(tmp_path / "outbox")
     assert len(files) == 6 + second.sent
     ids = [str(message_from_bytes(f.read_bytes())["Message-ID"]).strip() for f in files]
@@ -201,11 +205,11 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
         def entry(letter: object, n: int) -> PlanEntry:
             return PlanEntry(letter, f"<{n}@test>", "outbox", LetterStatus.PLANNED)  # type: ignore[arg-type]
 
-        first_ids = history.record_plans(run_id, [entry(x, n) for n, x in enumerate(letters[:2])])
-        assert all(first_ids)
-        sent, failed = first_ids
-        claimed = {c.id for c in history.claim_batch("primeiro-aviso", AS_OF, 10)}
-        assert claimed == {sent, failed}
+        first = history.record_plans(run_id, [entry(x, n) for n, x in enumerate(letters[:3])])
+        assert all(r.recorded and r.status is LetterStatus.PLANNED for r in first)
+        sent, failed, waiting = (r.letter_id for r in first)
+        claimed = {c.id for c in history.claim_batch("primeiro-aviso", AS_OF, 2)}
+        assert claimed == {sent, failed}  # the third is left planned, as by max_letters_per_run
         history.finish_letters([
             LetterFinish(sent, LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(SP))),
             LetterFinish(failed, LetterOutcome(LetterStatus.FAILED_TEMPORARY, "421 busy")),
@@ -213,11 +217,17 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
 
         again = history.record_plans(run_id, [entry(x, 10 + n) for n, x in enumerate(letters)])
 
-        assert again[0] is None  # today's letter went out: no second one
-        assert again[1] == failed  # the same row, planned again
-        assert all(again[2:]) and len(set(again[2:])) == len(letters) - 2
+        # Today's letter went out: no second one, and the caller learns it was sent.
+        assert again[0] == RecordedPlan(sent, False, LetterStatus.SENT)
+        assert again[1] == RecordedPlan(failed, True, LetterStatus.PLANNED)  # the same row
+        # Still planned from before: left as it is, and said so (the run sends it, not skips).
+        assert again[2] == RecordedPlan(waiting, False, LetterStatus.PLANNED)
+        new = again[3:]
+        assert all(r.recorded for r in new)
+        assert len({r.letter_id for r in new} | {sent, failed, waiting}) == len(letters)
         by_id = {letter_id: status for letter_id, status, _, _, _ in _letters(url)}
         assert by_id[sent] == "sent" and by_id[failed] == "planned"
+        assert len(history.events(waiting)) == 1  # nothing recorded on it the second time
         events = [e.reason for e in history.events(failed)]
         assert events[-1].startswith("planned again")
     finally:
@@ -242,7 +252,7 @@ def test_record_plans_inserts_a_batch_in_one_statement_and_gives_each_letter_its
             PlanEntry(letter, f"<{n}@test>", "outbox", LetterStatus.PLANNED)
             for n, letter in enumerate(letters)
         ]
-        ids = history.record_plans(run_id, entries)
+        ids = [r.letter_id for r in history.record_plans(run_id, entries)]
     finally:
         event.remove(history.engine, "before_cursor_execute", count)
         history.close()
@@ -499,7 +509,7 @@ def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
             PlanEntry(x, f"<{n}@test>", "outbox", LetterStatus.PLANNED)
             for n, x in enumerate(letters)
         ]
-        same, shorter = history.record_plans(run_id, entries)
+        same, shorter = (r.letter_id for r in history.record_plans(run_id, entries))
         history.claim_batch("primeiro-aviso", AS_OF, 10)
 
         def title_keys(letter_id: int) -> list[str]:

@@ -41,7 +41,8 @@ def test_run_json_summary_matches_what_was_delivered(
     out = capsys.readouterr().out
     assert code == 0
     assert "layout primeiro-aviso" in out and "lembrete-vencimento" not in out
-    assert "already_claimed: this letter was already planned, sent or claimed today" in out
+    assert "already_claimed: today's letter exists already: sent, being sent" in out
+    assert "carried over" not in out  # every letter went in the first run
 
 
 def test_run_exits_1_when_letters_fail_and_records_them(

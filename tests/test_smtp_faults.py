@@ -581,6 +581,11 @@ def test_max_letters_per_run_leaves_the_rest_planned_for_later_runs(
     while len(sent_per_run) < 10:
         result = run(config).results[0]
         assert result.ok, result.as_dict()
+        # What earlier runs left planned is this run's to send: carried over, not "already
+        # claimed" (which counts only the letters that went, or await print).
+        already = sum(sent_per_run)
+        assert (result.planned, result.carried_over) == (0, DEMO_LETTERS - already)
+        assert result.skipped["already_claimed"] == already + first.print_needed
         sent_per_run.append(result.sent)
         if not result.left_planned:
             break

@@ -347,6 +347,20 @@ class PlanEntry:
 
 
 @dataclass(frozen=True)
+class RecordedPlan:
+    """What recording one planned letter did: its id, and whether this call recorded it.
+
+    ``recorded`` is False when today's letter to that customer existed already and was left as
+    it was; ``status`` is then that letter's (a letter still *planned* is one an earlier run
+    left for later: the delivery that follows sends it, so it is not "already claimed").
+    """
+
+    letter_id: int
+    recorded: bool
+    status: LetterStatus
+
+
+@dataclass(frozen=True)
 class LetterFinish:
     """A claimed letter's outcome, with what it carried once rendered (subject, títulos, copy)."""
 
@@ -617,8 +631,8 @@ class HistoryStore:
         with self.engine.connect() as connection:
             return {(code, store) for code, store in connection.execute(statement)}
 
-    def record_plans(self, run_id: int, entries: Sequence[PlanEntry]) -> list[int | None]:
-        """Record planned letters in one transaction; each id, or None where one existed.
+    def record_plans(self, run_id: int, entries: Sequence[PlanEntry]) -> list[RecordedPlan]:
+        """Record planned letters in one transaction; what became of each, in order.
 
         A letter that failed temporarily earlier today is planned again in the same row, so it
         is retried; any other existing letter (planned, sending, sent, ambiguous...) stays. If
@@ -638,7 +652,7 @@ class HistoryStore:
 
     def _record_plans(
         self, session: Session, run_id: int, entries: Sequence[PlanEntry]
-    ) -> list[int | None]:
+    ) -> list[RecordedPlan]:
         letters = LetterRecord.__table__
         now = utcnow()
         first = entries[0].letter
@@ -651,7 +665,9 @@ class HistoryStore:
             for letter_id, code, store, status in session.execute(statement, params):
                 existing[(code, store)] = (letter_id, status)
         fresh: list[dict[str, Any]] = []  # letters new today, inserted together below
-        decided: list[int | None] = []  # per entry: its id; -1 while waiting for the insert
+        # Per entry: its id (-1 while waiting for the insert), and None or the status of the
+        # letter found in its place.
+        decided: list[tuple[int, str | None]] = []
         again: dict[int, str] = {}  # letter id → the reason it was planned again
         for entry in entries:
             letter = entry.letter
@@ -683,7 +699,7 @@ class HistoryStore:
                     "customer_code": letter.customer.code, "customer_store": letter.customer.store,
                     "created_at": now, "raw_message": "", "server_reply": "", "attempts": 0,
                 })  # fmt: skip
-                decided.append(-1)
+                decided.append((-1, None))
             elif found[1] == LetterStatus.FAILED_TEMPORARY.value:
                 letter_id = session.execute(
                     update(LetterRecord)
@@ -694,11 +710,16 @@ class HistoryStore:
                     .values(**values)
                     .returning(LetterRecord.id)
                 ).scalar_one_or_none()
-                decided.append(letter_id)
-                if letter_id is not None:
+                if letter_id is None:  # another process changed it since it was looked up
+                    status = session.scalar(
+                        select(LetterRecord.status).where(LetterRecord.id == found[0])
+                    )
+                    decided.append((found[0], status))
+                else:
+                    decided.append((letter_id, None))
                     again[letter_id] = f"planned again: {entry.reason}".rstrip(": ")
             else:
-                decided.append(None)
+                decided.append(found)
         # Each new id is matched to its letter by the customer (the batch's layout and day are
         # one): asking for the ids in the order given made SQLite insert one row at a time.
         inserted: dict[tuple[str, str], int] = {}
@@ -708,22 +729,22 @@ class HistoryStore:
             )
             for letter_id, code, store in session.execute(returning, fresh):
                 inserted[(code, store)] = letter_id
-        ids = [
-            inserted[(entry.letter.customer.code, entry.letter.customer.store)]
-            if letter_id == -1
-            else letter_id
-            for entry, letter_id in zip(entries, decided, strict=True)
-        ]
+        recorded: list[RecordedPlan] = []
         titles: dict[int, Sequence[Title]] = {}
         events: list[tuple[int, LetterStatus, str, str | None]] = []
-        for entry, letter_id in zip(entries, ids, strict=True):
-            if letter_id is not None:
-                titles[letter_id] = entry.letter.titles
-                reason = again.get(letter_id, entry.reason)
-                events.append((letter_id, entry.status, reason, entry.operator or None))
+        for entry, (letter_id, existing) in zip(entries, decided, strict=True):
+            if existing is not None:
+                recorded.append(RecordedPlan(letter_id, False, LetterStatus(existing)))
+                continue
+            if letter_id == -1:
+                letter_id = inserted[(entry.letter.customer.code, entry.letter.customer.store)]
+            recorded.append(RecordedPlan(letter_id, True, entry.status))
+            titles[letter_id] = entry.letter.titles
+            reason = again.get(letter_id, entry.reason)
+            events.append((letter_id, entry.status, reason, entry.operator or None))
         _replace_titles(session, titles)
         _log_many(session, events)
-        return ids
+        return recorded
 
     def record_manual(
         self,
@@ -736,7 +757,7 @@ class HistoryStore:
         reason: str = "",
         rule: str = "",
         templates_digest: str = "",
-    ) -> int | None:
+    ) -> RecordedPlan:
         """A letter made by hand (desk `send` or `print`), recorded with who asked for it."""
         entry = PlanEntry(letter, message_id, transport, status, reason or f"by hand: {operator}",
                           operator, rule, templates_digest)  # fmt: skip

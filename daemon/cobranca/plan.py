@@ -24,7 +24,8 @@ SKIP_REASONS = {
     SKIP_CADENCE: "got this layout within its cadence",
     SKIP_BELOW_MINIMUM: "open balance after abatements below the layout's minimum",
     SKIP_NO_VALID_TITLES: "every selected título was unreadable (see rejected títulos)",
-    SKIP_ALREADY_CLAIMED: "this letter was already planned, sent or claimed today",
+    SKIP_ALREADY_CLAIMED: "today's letter exists already: sent, being sent, dropped, or "
+    "awaiting print or a person",
     SKIP_SUSPENDED: "every título is held back by a customer response (promise, dispute...)",
     SKIP_PAID_SINCE_PLAN: "every título was paid or written off after the letter was planned",
 }

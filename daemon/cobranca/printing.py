@@ -402,12 +402,12 @@ def _record(
             if run_id is None:
                 run_id = history.start_run(layout.name, job.letter.as_of, TRANSPORT,
                                            config.digest)  # fmt: skip
-            letter_id = history.record_manual(
+            recorded = history.record_manual(
                 run_id, job.letter, status=LetterStatus.PRINTED, operator=operator,
                 message_id=new_message_id(config.delivery), transport=TRANSPORT,
                 reason=f"printed by {operator} into {path}",
             )  # fmt: skip
-            if letter_id is None:
+            if not recorded.recorded:
                 problems.append(f"customer {who}: a letter of layout {layout.name} for "
                                 f"{job.letter.as_of.isoformat()} was recorded meanwhile; this "
                                 "printed one is not in the history")  # fmt: skip

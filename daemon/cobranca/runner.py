@@ -61,6 +61,7 @@ class LayoutResult:
     dry_run: bool
     run_id: int | None = None
     planned: int = 0
+    carried_over: int = 0  # planned by an earlier run of the day and still to send
     sent: int = 0
     would_send: int = 0
     print_needed: int = 0
@@ -89,6 +90,7 @@ class LayoutResult:
             "dry_run": self.dry_run,
             "run_id": self.run_id,
             "planned": self.planned,
+            "carried_over": self.carried_over,
             "sent": self.sent,
             "would_send": self.would_send,
             "print_needed": self.print_needed,
@@ -416,11 +418,15 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
 
 
 def _record_plans(run: _Run, result: LayoutResult, entries: Sequence[PlanEntry]) -> None:
-    ids = run.history.record_plans(result.run_id or 0, entries)
-    for entry, letter_id in zip(entries, ids, strict=True):
+    recorded = run.history.record_plans(result.run_id or 0, entries)
+    for entry, done in zip(entries, recorded, strict=True):
         letter = entry.letter
-        if letter_id is None:
-            result.skipped[SKIP_ALREADY_CLAIMED] += 1
+        if not done.recorded:
+            # Left planned by an earlier run of the day: the delivery below sends it.
+            if done.status is LetterStatus.PLANNED:
+                result.carried_over += 1
+            else:
+                result.skipped[SKIP_ALREADY_CLAIMED] += 1
         elif entry.status is LetterStatus.PRINT_NEEDED:
             result.print_needed += 1
             result.prints.append((letter.customer.key, letter.reason))
@@ -944,7 +950,7 @@ def send_by_hand(
         ids = []
         for letter in letters:
             printing = letter.disposition is Disposition.PRINT
-            letter_id = history.record_manual(
+            recorded = history.record_manual(
                 result.run_id, letter,
                 status=LetterStatus.PRINT_NEEDED if printing else LetterStatus.PLANNED,
                 operator=operator, message_id=new_message_id(config.delivery),
@@ -952,14 +958,14 @@ def send_by_hand(
                 reason=f"by hand ({operator}){': ' + letter.reason if letter.reason else ''}",
                 rule=layout_rule(layout), templates_digest=run.templates_digest,
             )  # fmt: skip
-            if letter_id is None:
+            if not recorded.recorded:  # recorded by the run meanwhile (it was checked)
                 result.skipped[SKIP_ALREADY_CLAIMED] += 1
             elif printing:
                 result.print_needed += 1
                 result.prints.append((letter.customer.key, letter.reason))
             else:
                 result.planned += 1
-                ids.append(letter_id)
+                ids.append(recorded.letter_id)
         with transport:
             for done, letter_id in enumerate(ids, 1):
                 if stop.is_set():

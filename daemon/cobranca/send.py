@@ -101,7 +101,7 @@ def send_command(
     )  # fmt: skip
     print(
         f"sent {result.sent}, to print {result.print_needed}, failed {result.failed}, "
-        f"ambiguous {result.ambiguous}, already sent today {result.skipped['already_claimed']}"
+        f"ambiguous {result.ambiguous}, already recorded today {result.skipped['already_claimed']}"
     )
     for who, why in result.failures + result.ambiguities:
         print(f"  {who}: {why}", file=sys.stderr)
