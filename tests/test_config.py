@@ -650,3 +650,14 @@ def test_a_line_break_in_the_creditors_name_names_its_line(tmp_path: Path, writt
     edit = ("  name: Credora Indústria Ltda", f"  name: {written}")
     line = line_of(BASE, "Credora Indústria Ltda")
     assert_one_problem(tmp_path, edit, line, "creditor.name", "one line without control characters")
+
+
+@pytest.mark.parametrize("written", ['"Financeiro\\rCredora"', '"Financeiro\\tCredora"',
+                                     '"Financeiro\\x85Credora"'])  # fmt: skip
+def test_the_senders_name_is_one_plain_line_as_the_creditors(tmp_path: Path, written: str) -> None:
+    # The From header's display name: the same rule and message as the creditor's texts.
+    edit = ("  from_name: Financeiro Credora", f"  from_name: {written}")
+    line = line_of(BASE, "from_name:")
+    assert_one_problem(
+        tmp_path, edit, line, "delivery.from_name", "one line without control characters"
+    )

@@ -312,9 +312,7 @@ class Delivery(Model):
     @field_validator("from_name")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if any(c in value for c in "\r\n"):
-            raise ValueError("from_name must be a single line")
-        return value
+        return _one_plain_line(value)  # the From header's display name
 
     @model_validator(mode="after")
     def _transport_settings(self) -> Delivery:
@@ -413,6 +411,18 @@ class PixSettings(Model):
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def _one_plain_line(value: str) -> str:
+    """A text printed as one line (a letter's header, the sender's name): a line break or a
+    control character would break the letter's layout or the header (a quoted YAML string
+    such as "Credora\\rLtda" holds one)."""
+    if _CONTROL_CHARACTER.search(value):
+        raise ValueError(
+            "must be one line without control characters (remove the line break, tab "
+            f"or escape such as \\r or \\n): {value!r}"
+        )
+    return value
+
+
 class Creditor(Model):
     """The company sending the letters; CDC art. 42-A requires name, address and CNPJ."""
 
@@ -431,16 +441,8 @@ class Creditor(Model):
 
     @field_validator("name", "address", "city", "state", "zip_code", "phone", "email", "website")
     @classmethod
-    def _one_plain_line(cls, value: str) -> str:
-        # Printed in every letter's header and in the plain-text part: a line break or a
-        # control character there would break the letter's layout (a quoted YAML string such
-        # as "Credora\rLtda" holds one).
-        if _CONTROL_CHARACTER.search(value):
-            raise ValueError(
-                "must be one line without control characters (remove the line break, tab "
-                f"or escape such as \\r or \\n): {value!r}"
-            )
-        return value
+    def _plain_lines(cls, value: str) -> str:
+        return _one_plain_line(value)  # printed in every letter's header and plain text
 
     @field_validator("tax_id")
     @classmethod
