@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -180,5 +183,34 @@ def test_history_store_opens_while_another_process_creates_the_schema(
     try:
         assert history.runs() == []  # the schema is there and usable
         assert history.start_run("todos-vencidos", AS_OF, "manual", "digest") == 1
+    finally:
+        history.close()
+
+
+def test_a_new_sqlite_history_another_process_holds_is_waited_for_not_refused(
+    tmp_path: Path,
+) -> None:
+    """Two senders started together on a new SQLite history: while one holds the new file
+    (here a plain connection in the middle of a write, before the file is in WAL), turning it
+    to WAL is refused at once, busy_timeout or not. It failed the bench's two-sender run with
+    "database is locked" (9 of 30 tries of two processes opening a new history)."""
+    path = tmp_path / "history.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE being_created (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO being_created VALUES (1)")
+    released = threading.Timer(0.5, other.execute, ("COMMIT",))
+    released.start()
+    started = time.monotonic()
+    try:
+        history = HistoryStore(f"sqlite:///{path}")
+    finally:
+        released.join()
+        other.close()
+    try:
+        assert time.monotonic() - started >= 0.4  # it waited for the other to finish
+        assert history.start_run("todos-vencidos", AS_OF, "manual", "digest") == 1
+        with history.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
         history.close()

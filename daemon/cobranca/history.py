@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -1217,11 +1218,32 @@ def open_existing(database: Database) -> Engine | None:
     return engine
 
 
+SQLITE_BUSY_SECONDS = 30  # how long a SQLite history waits for another process's lock
+
+
 def _sqlite_pragmas(connection: Any, record: Any) -> None:
-    """Several processes share one SQLite history: wait for locks instead of failing."""
+    """Several processes share one SQLite history: wait for locks instead of failing.
+
+    Turning a new database to WAL needs it alone, and while another process holds it (creating
+    the same new history, say two senders started together) SQLite refuses at once, without
+    waiting as busy_timeout does for everything else: waited for here just as long. A database
+    already in WAL (every one after its first connection) is left as it is.
+    """
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 30000")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_SECONDS * 1000}")
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    pause = 0.005
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # or an extended BUSY_*
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
     cursor.close()
 
 
