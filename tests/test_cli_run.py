@@ -110,3 +110,26 @@ def test_unwritable_outbox_fails_letters_with_the_reason(
     out = capsys.readouterr().out
     assert code == 1
     assert "cannot create outbox" in out
+
+
+@pytest.mark.parametrize("options_first", [True, False])
+def test_the_common_options_work_before_the_command_as_after_it(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], options_first: bool
+) -> None:
+    # `--help` shows them before the command; a subcommand's own defaults used to overwrite
+    # them there, so `cobranca --config F check` read no config and logged in the default way.
+    path = str(_config(tmp_path, demo_sqlite))
+    command = ["run", "--dry-run", "--as-of", AS_OF.isoformat(), "--format", "json"]
+
+    def run(*options: str) -> str:
+        argv = [*options, *command] if options_first else [*command, *options]
+        assert main(argv) == 0
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["ok"] is True
+        return captured.err
+
+    logged = run("--config", path, "--log-format", "json").splitlines()
+    assert logged and all(json.loads(line)["level"] == "info" for line in logged)
+    assert run("--config", path, "--log-level", "WARNING") == ""  # the INFO lines are gone
+    # What is given after the command wins over what is given before it.
+    assert main(["--config", str(tmp_path / "missing.yaml"), "check", "--config", path]) == 0

@@ -38,28 +38,45 @@ EXIT_USAGE = 2
 log = logging.getLogger("cobranca")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(defaults: bool) -> argparse.ArgumentParser:
+    """--config, --log-level and --log-format, taken before the command or after it.
+
+    Only the top-level parser has defaults: a subcommand's own default would overwrite what
+    was given before the command (`cobranca --config F check` read no config).
+    """
     common = argparse.ArgumentParser(add_help=False)
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
     common.add_argument(
         "--config",
         metavar="PATH",
+        default=default(None),
         help="config file (default: $COBRANCA_CONFIG, /etc/cobranca/cobranca.yaml, "
         "./config/cobranca.yaml)",
     )
     common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default=default("INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
     )
     common.add_argument(
         "--log-format",
-        default="text",
+        default=default("text"),
         choices=["text", "json"],
         help="text (with journald priorities under systemd) or JSON lines",
     )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cobranca",
         description="Collection letters from TOTVS Protheus títulos.",
-        parents=[common],
+        parents=[_common_options(defaults=True)],
     )
+    common = _common_options(defaults=False)
     parser.add_argument("--version", action="version", version=f"cobranca {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
