@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from email import message_from_bytes, policy
@@ -233,6 +234,41 @@ def test_record_plans_keeps_existing_letters_and_plans_failed_ones_again(
     finally:
         history.close()
     assert_audit_ok(url)
+
+
+def test_a_failed_letter_another_process_plans_again_first_is_reported_as_found(
+    demo_sqlite: str, tmp_path: Path
+) -> None:
+    url, history, letters = _history_with_letters(demo_sqlite, tmp_path)
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+        entry = PlanEntry(letters[0], "<1@test>", "outbox", LetterStatus.PLANNED)
+        (failed,) = (r.letter_id for r in history.record_plans(run_id, [entry]))
+        history.claim_batch("primeiro-aviso", AS_OF, 1)
+        history.finish_letters([LetterFinish(failed, LetterOutcome(LetterStatus.FAILED_TEMPORARY,
+                                                                   "421 busy"))])  # fmt: skip
+
+        changed: list[int] = []
+
+        def other_process_plans_it_again(_c: object, _k: object, statement: str,
+                                         *_: object) -> None:  # fmt: skip
+            if statement.startswith("UPDATE cobranca_letters") and not changed:
+                other = create_engine(url)  # between the look-up and the update
+                with other.begin() as connection:
+                    connection.execute(
+                        text("UPDATE cobranca_letters SET status = 'planned' WHERE id = :id"),
+                        {"id": failed},
+                    )
+                other.dispose()
+                changed.append(failed)
+
+        event.listen(history.engine, "before_cursor_execute", other_process_plans_it_again)
+        again = history.record_plans(run_id, [replace(entry, message_id="<2@test>")])
+    finally:
+        history.close()
+    assert changed  # the other process did change it in between
+    # Not planned twice, and not taken for a letter that went: the other run sends it.
+    assert again == [RecordedPlan(failed, False, LetterStatus.PLANNED)]
 
 
 def test_record_plans_inserts_a_batch_in_one_statement_and_gives_each_letter_its_own_id(

@@ -712,9 +712,9 @@ class HistoryStore:
                     .returning(LetterRecord.id)
                 ).scalar_one_or_none()
                 if letter_id is None:  # another process changed it since it was looked up
-                    status = session.scalar(
+                    status = session.execute(
                         select(LetterRecord.status).where(LetterRecord.id == found[0])
-                    )
+                    ).scalar_one()
                     decided.append((found[0], status))
                 else:
                     decided.append((letter_id, None))
