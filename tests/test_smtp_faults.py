@@ -30,6 +30,7 @@ from cobranca.config import Config, load_config
 from cobranca.history import HistoryStore, LetterRecord
 from cobranca.models import LetterStatus
 from cobranca.runner import RunReport, run_layouts
+from cobranca.summary import format_text
 from conftest import AS_OF, LAYOUTS, ReceivedMail, config_data, free_port, write_config
 
 # The demo's first letter of `primeiro-aviso` (customers are delivered in code order) and the
@@ -579,8 +580,10 @@ def test_max_letters_per_run_leaves_the_rest_planned_for_later_runs(
 
     sent_per_run = [first.sent]
     while len(sent_per_run) < 10:
-        result = run(config).results[0]
+        report = run(config)
+        result = report.results[0]
         assert result.ok, result.as_dict()
+        assert f"carried over: {DEMO_LETTERS - sum(sent_per_run)}  (" in format_text(report)
         # What earlier runs left planned is this run's to send: carried over, not "already
         # claimed" (which counts only the letters that went, or await print).
         already = sum(sent_per_run)

@@ -1,14 +1,15 @@
 """`cobranca status`: is the schedule healthy? A monitoring check (exit 1 on any warning).
 
-Per enabled layout: the next fire time, the last run (when, sent/failed/ambiguous), and
-warnings: a slot that passed without a finished run, a run with no letter where the previous
-runs had many, failures above 10 % of the letters tried, a run that stopped on an error.
+Per enabled layout: the next fire time, the last day's runs (when, sent/failed/ambiguous,
+summed over retries and the passes of daemons sharing the run), and warnings: a slot that
+passed without a finished run, a day with no letter where the previous days had many, failures
+above 10 % of the letters tried, a run that stopped on an error.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,9 +41,19 @@ def last_due(layout: Layout, config: Config, now: datetime) -> datetime | None:
     return found
 
 
+RUNS_LOOKED_AT = 200  # a layout's latest runs read for its last days (retries, shared passes)
+SHARED = "shared"  # the trigger of a daemon's pass through a run another daemon holds
+
+
 def layout_warnings(
     layout: Layout, config: Config, history: HistoryStore, now: datetime
 ) -> tuple[str, list[str]]:
+    """The layout's last day of runs in one line, and what is wrong with its schedule.
+
+    A day's letters may come from several runs: retries, and with several daemons the passes
+    of those sharing the holder's run (trigger "shared"). Counts are the day's, summed; whether
+    it stopped on an error is the day's latest run of its own (not a shared pass).
+    """
     warnings: list[str] = []
     with Session(history.engine) as session:
         runs = list(
@@ -50,7 +61,7 @@ def layout_warnings(
                 select(RunRecord)
                 .where(RunRecord.layout == layout.name)
                 .order_by(RunRecord.started_at.desc())
-                .limit(6)
+                .limit(RUNS_LOOKED_AT)
             )
         )
     due = last_due(layout, config, now)
@@ -61,19 +72,33 @@ def layout_warnings(
             warnings.append(f"did not run when due at {due:%Y-%m-%d %H:%M} ({state})")
     if not runs:
         return "never ran", warnings
-    last, previous = runs[0], runs[1:]
-    tried = last.sent + last.failed + last.ambiguous
-    if last.status == "failed":
-        warnings.append(f"last run stopped on an error: {last.error}")
-    if tried and (last.failed + last.ambiguous) / tried > FAILURE_SHARE:
-        warnings.append(f"{last.failed} failed and {last.ambiguous} ambiguous of {tried} letters")
-    usual = [r.sent + r.print_needed for r in previous if r.status == "finished"]
-    if usual and last.sent + last.print_needed == 0 and min(usual) >= USUAL_MINIMUM:
+    days: dict[date, list[RunRecord]] = {}
+    for run in runs:  # newest first: the first day is the last one run
+        days.setdefault(run.as_of, []).append(run)
+    (as_of, today), *earlier = days.items()
+    own = [run for run in today if run.trigger != SHARED] or today
+    if own[0].status == "failed":
+        warnings.append(f"last run stopped on an error: {own[0].error}")
+    sent, printed, failed, ambiguous = (
+        sum(getattr(run, name) for run in today)
+        for name in ("sent", "print_needed", "failed", "ambiguous")
+    )
+    tried = sent + failed + ambiguous
+    if tried and (failed + ambiguous) / tried > FAILURE_SHARE:
+        warnings.append(f"{failed} failed and {ambiguous} ambiguous of {tried} letters")
+    usual = [
+        sum(run.sent + run.print_needed for run in day)
+        for _, day in earlier
+        if any(run.status == "finished" for run in day)
+    ]
+    if usual and sent + printed == 0 and min(usual) >= USUAL_MINIMUM:
         warnings.append(f"last run made no letter; the previous ones made {min(usual)}+")
-    when = last.started_at.astimezone(config.zone)
+    latest = today[0]
+    when = latest.started_at.astimezone(config.zone)
+    runs_of_day = f" ({len(today)} runs for {as_of.isoformat()})" if len(today) > 1 else ""
     summary = (
-        f"last {when:%Y-%m-%d %H:%M} {last.status}: {last.sent} sent, {last.failed} failed, "
-        f"{last.ambiguous} ambiguous"
+        f"last {when:%Y-%m-%d %H:%M} {latest.status}: {sent} sent, {failed} failed, "
+        f"{ambiguous} ambiguous{runs_of_day}"
     )
     return summary, warnings
 
