@@ -16,10 +16,12 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -30,6 +32,7 @@ from cobranca.config import Config, load_config
 from cobranca.history import HistoryStore, LetterRecord
 from cobranca.models import LetterStatus
 from cobranca.runner import RunReport, run_layouts
+from cobranca.scheduler import Daemon
 from cobranca.summary import format_text
 from conftest import AS_OF, LAYOUTS, ReceivedMail, config_data, free_port, write_config
 
@@ -201,6 +204,7 @@ def fault_config(
     name: str = "c.yaml",
     *,
     timeout: float = 5,
+    daemon: dict[str, Any] | None = None,
     **delivery: Any,
 ) -> Config:
     """primeiro-aviso only, over SMTP to ``server``; ``delivery`` overrides delivery settings."""
@@ -209,6 +213,8 @@ def fault_config(
         history_url=f"sqlite:///{tmp_path / 'history.db'}",
         layouts=LAYOUTS[1:],
     )
+    if daemon is not None:
+        data["daemon"] = daemon
     data["delivery"]["transport"] = "smtp"
     data["delivery"]["smtp"] = {
         "host": server.host,
@@ -660,3 +666,40 @@ def test_titles_paid_after_planning_are_left_out_of_the_letter(
     assert len(sent_ids) == DEMO_LETTERS - 1
     assert set(handler.received_ids()) == sent_ids
     assert set(handler.received_ids().values()) == {1}
+
+
+# --- a daemon sharing another's run --------------------------------------------------------
+
+
+def test_a_daemon_sharing_a_run_alerts_the_operator_about_its_own_failed_letters(
+    demo_sqlite: str, faulty_server: FaultyServer, tmp_path: Path
+) -> None:
+    today = datetime.now(ZoneInfo("America/Sao_Paulo")).date()  # the daemon's day
+    holder = fault_config(tmp_path, demo_sqlite, faulty_server, "holder.yaml",
+                          max_letters_per_run=1)  # fmt: skip
+    assert run_layouts(holder, as_of=today).results[0].left_planned == DEMO_LETTERS - 1
+    history = HistoryStore(holder.history.engine_url())
+    try:  # today's slot, as a daemon on another host still running it holds it
+        assert history.claim_slot("primeiro-aviso", today, stale_after=timedelta(hours=1))
+        with history.engine.begin() as connection:
+            connection.execute(text("UPDATE cobranca_run_slots SET holder = 'elsewhere:1:1'"))
+    finally:
+        history.close()
+    unlucky = next(iter(letters(holder, LetterStatus.PLANNED).values()))
+    faulty_server.handler.refuse[unlucky.recipients.split(", ")[0]] = "550 5.1.1 no such user"
+    sharer = fault_config(tmp_path, demo_sqlite, faulty_server, "sharer.yaml",
+                          daemon={"alert_email": "operador@empresa.example"})  # fmt: skip
+    assert sharer.path is not None
+
+    report = Daemon(sharer.path).run_layout("primeiro-aviso")
+
+    assert report is not None
+    result = report.results[0]
+    assert (result.sent, result.failed) == (DEMO_LETTERS - 2, 1)
+    alerts = [m for m in faulty_server.handler.received
+              if m.rcpt_tos == ["operador@empresa.example"]]  # fmt: skip
+    (alert,) = alerts
+    assert "share" in str(alert.message["Subject"]) and "finished with problems" in str(
+        alert.message["Subject"]
+    )
+    assert "failed 1" in alert.message.get_content()

@@ -337,7 +337,8 @@ class DaemonSettings(Model):
     alert_email: str | None = Field(
         None,
         description="Operator address told by e-mail (through the delivery settings) "
-        "when a scheduled run fails, is missed or leaves ambiguous letters.",
+        "when a scheduled run is missed or fails, or when it (or this daemon's share of "
+        "another daemon's run) leaves failed or ambiguous letters.",
     )
     catch_up: StrictBool = Field(
         True,

@@ -17,6 +17,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ from .cron import describe_cron, parse_cron
 from .history import HistoryStore
 from .mail import new_message_id, serialize
 from .notify import notify, watchdog_interval
-from .runner import RunReport, error_text, run_layouts
+from .runner import LayoutResult, RunReport, error_text, run_layouts
 from .transports import DeliveryError, open_transport
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,23 @@ class Daemon:
         if unfinished and not self.stop_event.is_set():
             why = result.error or "letters failed or left planned"
             self._retry_later(layout_name, attempt, why)
-        if result.error or result.failed or result.ambiguous:
-            self.alert(
-                f"layout {layout_name}: run of {as_of} "
-                + ("failed" if result.error else "finished with problems"),
-                f"sent {result.sent}, failed {result.failed}, ambiguous {result.ambiguous}, "
-                f"left planned {result.left_planned}\n{result.error}\n"
-                "See `cobranca status` and `cobranca letters --status ambiguous`.",
-            )
+        self._alert_problems(layout_name, as_of, result, "run")
         return report
+
+    def _alert_problems(
+        self, layout_name: str, as_of: date, result: LayoutResult, what: str
+    ) -> None:
+        """An operator alert for a run (or a share of one) that failed, or whose letters did:
+        ambiguous ones wait for a person, and failed ones may need paper."""
+        if not (result.error or result.failed or result.ambiguous):
+            return
+        self.alert(
+            f"layout {layout_name}: {what} of {as_of} "
+            + ("failed" if result.error else "finished with problems"),
+            f"sent {result.sent}, failed {result.failed}, ambiguous {result.ambiguous}, "
+            f"left planned {result.left_planned}\n{result.error}\n"
+            "See `cobranca status` and `cobranca letters --status ambiguous`.",
+        )
 
     def _share_run(self, layout_name: str, as_of: date, holder: str) -> RunReport:
         """Today's run is another daemon's: send its planned letters too, then watch it.
@@ -158,6 +167,10 @@ class Daemon:
             config, [layout_name], as_of=as_of, trigger="shared", stop=self.stop_event,
             deliver_only=True,
         )  # fmt: skip
+        # The letters this daemon sent are its to report: the holder alerts only on its own.
+        self._alert_problems(
+            layout_name, as_of, report.results[0], f"share (on {socket.gethostname()}) of the run"
+        )
         now = datetime.now(config.zone)
         when = now + timedelta(seconds=config.delivery.claim_timeout_seconds)
         if self.stop_event.is_set() or config.send_policy.moved(when).date() != now.date():
