@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -682,3 +683,38 @@ def test_three_outbox_senders_one_killed_each_letter_written_once(
     assert set(written) == {message_id for _, _, message_id in rows}
     assert set(written.values()) == {1}
     assert_audit_ok(history_url)
+
+
+@pytest.mark.parametrize("host", ["this", "another"])
+def test_an_outbox_letter_a_dead_sender_left_is_planned_again_only_from_its_own_host(
+    demo_sqlite: str, tmp_path: Path, host: str
+) -> None:
+    """The outbox's missing file proves a letter was not delivered only on the host that was
+    writing it: another host's sender wrote to its own outbox folder, perhaps not this one."""
+    path = _config_path(tmp_path, demo_sqlite)
+    config = load_config(path)
+    url, history, letters = _history_with_letters(demo_sqlite, tmp_path)
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+        entry = PlanEntry(letters[0], "<dead@test>", "outbox", LetterStatus.PLANNED)
+        (letter_id,) = (r.letter_id for r in history.record_plans(run_id, [entry]))
+        assert [c.id for c in history.claim_batch("primeiro-aviso", AS_OF, 1)] == [letter_id]
+        holder = f"{socket.gethostname() if host == 'this' else 'elsewhere'}:999999999:1"
+        with history.engine.begin() as connection:  # its sender died, long ago
+            connection.execute(
+                text("UPDATE cobranca_letters SET holder = :holder, claimed_at = :long_ago"),
+                {"holder": holder, "long_ago": "2026-12-01 12:00:00.000000"},
+            )
+    finally:
+        history.close()
+
+    report = run_layouts(config, ["primeiro-aviso"], as_of=AS_OF)
+
+    its_file = outbox_module.OutboxTransport(tmp_path / "outbox").path_for("<dead@test>")
+    if host == "this":  # no file: certainly not delivered, so it goes now
+        assert report.recovered == [(letter_id, "planned")]
+        assert its_file.exists()
+    else:  # perhaps in the other host's outbox: a person decides
+        assert report.recovered == [(letter_id, "ambiguous")]
+        assert not its_file.exists()
+    assert_audit_ok(url)

@@ -27,6 +27,11 @@ def this_worker() -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
 
 
+def on_this_host(holder: str) -> bool:
+    """Whether the holder (host:pid:start) ran on this machine."""
+    return holder.rsplit(":", 2)[0] == socket.gethostname()
+
+
 def holder_alive(holder: str) -> bool | None:
     """True or False for a holder on this host; None (unknown) for another host."""
     try:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from .businessdays import SendPolicy
 from .config import Config, ConfigError, Layout
 from .history import ClaimedLetter, HistoryStore, LetterFinish, LetterOutcome, PlanEntry
+from .lease import on_this_host
 from .mail import OutgoingMessage, build_message, new_message_id
 from .models import CustomerTitles, Disposition, LetterStatus, PlannedLetter, Title
 from .plan import (
@@ -307,7 +308,9 @@ def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
     """Letters a dead process left 'sending': confirmed, planned again, or ambiguous.
 
     Only a transport that can prove it (the outbox's atomic file) turns one into sent or
-    planned; for SMTP nobody can know, so it becomes ambiguous and waits for a person.
+    planned; for SMTP nobody can know, so it becomes ambiguous and waits for a person. A file
+    missing here proves nothing for a letter another host was sending: it wrote to its own
+    outbox folder, which may not be this one.
     """
     stale_after = timedelta(seconds=run.config.delivery.claim_timeout_seconds)
     recovered = []
@@ -317,6 +320,8 @@ def recover_interrupted(run: _Run) -> list[tuple[int, str]]:
             if record.transport == run.transport.name
             else None
         )
+        if known is False and not on_this_host(record.holder):
+            known = None
         if known is True:
             outcome = LetterOutcome(
                 LetterStatus.SENT,
