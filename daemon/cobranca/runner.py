@@ -62,7 +62,7 @@ class LayoutResult:
     dry_run: bool
     run_id: int | None = None
     planned: int = 0
-    carried_over: int = 0  # planned by an earlier run of the day and still to send
+    carried_over: int = 0  # found planned by another run of the day, still to send
     sent: int = 0
     would_send: int = 0
     print_needed: int = 0
@@ -427,7 +427,7 @@ def _record_plans(run: _Run, result: LayoutResult, entries: Sequence[PlanEntry])
     for entry, done in zip(entries, recorded, strict=True):
         letter = entry.letter
         if not done.recorded:
-            # Left planned by an earlier run of the day: the delivery below sends it.
+            # Left planned by another run of the day: the delivery below sends it (or helps).
             if done.status is LetterStatus.PLANNED:
                 result.carried_over += 1
             else:

@@ -29,8 +29,8 @@ def format_text(report: RunReport) -> str:
         else:
             lines.append(f"  planned:      {result.planned}")
             if result.carried_over:
-                lines.append(f"  carried over: {result.carried_over}  (planned by an earlier "
-                             "run today; this run sends them too)")  # fmt: skip
+                lines.append(f"  carried over: {result.carried_over}  (planned today by another "
+                             "run, still to send)")  # fmt: skip
             lines.append(f"  sent:         {result.sent}")
         lines.append(f"  to print:     {result.print_needed}  (no usable e-mail)")
         lines.append(f"  failed:       {result.failed}")
