@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
+import weakref
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ import time_machine
 from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from cobranca.history import HistoryStore
+from cobranca.runner import LayoutResult, RunReport
 from cobranca.scheduler import Daemon
 from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
 
@@ -239,7 +242,34 @@ def test_two_daemons_on_one_history_run_each_slot_once(
         finally:
             for daemon in daemons:
                 daemon.stop()
-    ran = [len(d.finished_runs) for d in daemons]
+    ran = [d.runs_finished for d in daemons]
     assert sum(ran) == 2  # each of the two slots ran once, in one daemon or the other
     ids = [str(m.message["Message-ID"]) for m in smtp_server.received]
     assert len(ids) == len(set(ids)) > 0
+
+
+def test_a_long_running_daemon_keeps_only_its_last_runs_report(tmp_path: Path) -> None:
+    """A company-scale report lists thousands of customers (prints, data problems...): a daemon
+    that kept every run's report grew by that every day, for as long as it ran."""
+    path = write_config(
+        tmp_path / "c.yaml",
+        config_data(source_url=f"sqlite:///{tmp_path / 'erp.db'}",
+                    history_url=f"sqlite:///{tmp_path / 'h.db'}", outbox=tmp_path / "out"),
+    )  # fmt: skip
+    made: list[weakref.ref[RunReport]] = []
+
+    def job(config: Any, layouts: list[str], *, as_of: Any, **_: Any) -> RunReport:
+        result = LayoutResult(layouts[0], as_of, dry_run=False, sent=3)
+        result.prints = [(f"{n:06d}/01", "no e-mail address") for n in range(20_000)]
+        report = RunReport([result])
+        made.append(weakref.ref(report))
+        return report
+
+    daemon = Daemon(path, job=job)
+    for day in (1, 2, 3, 4):  # Tuesday to Friday, one run a day
+        with time_machine.travel(datetime(2026, 12, day, 9, 0, 5, tzinfo=SP), tick=False):
+            assert daemon.run_layout("primeiro-aviso") is not None
+    gc.collect()
+    assert daemon.runs_finished == 4
+    assert [ref() is not None for ref in made] == [False, False, False, True]
+    assert "last: primeiro-aviso ok, 3 sent" in daemon.status_line()

@@ -59,7 +59,10 @@ class Daemon:
         self.config_path = config_path
         self.config = load_and_check(config_path)
         self.stop_event = threading.Event()
-        self.finished_runs: list[RunReport] = []
+        # The latest scheduled run's report (for the status line) and how many ran: a daemon
+        # runs for months, and a company-scale report lists thousands of customers.
+        self.last_report: RunReport | None = None
+        self.runs_finished = 0
         self._job = job
         self.scheduler = BackgroundScheduler(
             timezone=self.config.zone,
@@ -120,7 +123,8 @@ class Daemon:
         report = self._job(
             config, [layout_name], as_of=as_of, trigger="scheduled", stop=self.stop_event
         )
-        self.finished_runs.append(report)
+        self.last_report = report
+        self.runs_finished += 1
         result = report.results[0]
         unfinished = result.error or result.failed or result.left_planned or result.interrupted
         try:
@@ -279,8 +283,8 @@ class Daemon:
         if jobs:
             job = min(jobs, key=lambda j: j.next_run_time)
             parts.append(f"next: {job.id} at {job.next_run_time:%Y-%m-%d %H:%M}")
-        if self.finished_runs:
-            result = self.finished_runs[-1].results[0]
+        if self.last_report is not None:
+            result = self.last_report.results[0]
             outcome = "error" if result.error else "ok"
             parts.append(
                 f"last: {result.layout} {outcome}, {result.sent} sent, {result.failed} failed, "
