@@ -194,6 +194,19 @@ def config_data(
     }
 
 
+def offline_config_data(
+    tmp_path: Path, layouts: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """config_data for what reads no ERP (PDFs, status...): its database does not exist; a
+    fresh SQLite history and an outbox in ``tmp_path``."""
+    return config_data(
+        source_url=f"sqlite:///{tmp_path / 'none.db'}",
+        history_url=f"sqlite:///{tmp_path / 'history.db'}",
+        outbox=tmp_path / "outbox",
+        layouts=layouts,
+    )
+
+
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

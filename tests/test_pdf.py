@@ -25,7 +25,7 @@ from cobranca.models import Address, Customer, Disposition, PlannedLetter, Title
 from cobranca.payment import letter_payment
 from cobranca.pdf import POOL_FROM, PdfConcatenation, PdfRenderer, render_pdf_one
 from cobranca.render import TemplateProblem, amount, money
-from conftest import LAYOUTS, TEMPLATES, config_data, write_config
+from conftest import LAYOUTS, TEMPLATES, offline_config_data, write_config
 
 AS_OF = date(2026, 12, 4)
 HOSTILE = '<b>Bar & "Zé"</b>'
@@ -97,12 +97,7 @@ ADJUSTED = title("000001004", 3, "500.00", additions="12.34")
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    data = config_data(
-        source_url=f"sqlite:///{tmp_path / 'none.db'}",
-        history_url=f"sqlite:///{tmp_path / 'history.db'}",
-        outbox=tmp_path / "outbox",
-    )
-    return load_config(write_config(tmp_path / "cobranca.yaml", data))
+    return load_config(write_config(tmp_path / "cobranca.yaml", offline_config_data(tmp_path)))
 
 
 @pytest.fixture
@@ -111,12 +106,7 @@ def pix_config(tmp_path: Path) -> Config:
     layouts = [
         {**layout, "charges": {"fine_percent": 2}, "payment": {"pix": True}} for layout in LAYOUTS
     ]
-    data = config_data(
-        source_url=f"sqlite:///{tmp_path / 'none.db'}",
-        history_url=f"sqlite:///{tmp_path / 'history.db'}",
-        outbox=tmp_path / "outbox",
-        layouts=layouts,
-    )
+    data = offline_config_data(tmp_path, layouts)
     data["creditor"]["pix"] = {
         "key": "11.444.777/0001-61",
         "merchant_name": "Credora Industria",

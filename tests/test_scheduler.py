@@ -22,7 +22,7 @@ from apscheduler.events import EVENT_JOB_EXECUTED, JobExecutionEvent
 from cobranca.history import HistoryStore
 from cobranca.runner import LayoutResult, RunReport
 from cobranca.scheduler import Daemon
-from conftest import AS_OF, REPO, SmtpServer, config_data, write_config
+from conftest import AS_OF, REPO, SmtpServer, config_data, offline_config_data, write_config
 
 SP = ZoneInfo("America/Sao_Paulo")
 
@@ -251,11 +251,7 @@ def test_two_daemons_on_one_history_run_each_slot_once(
 def test_a_long_running_daemon_keeps_only_its_last_runs_report(tmp_path: Path) -> None:
     """A company-scale report lists thousands of customers (prints, data problems...): a daemon
     that kept every run's report grew by that every day, for as long as it ran."""
-    path = write_config(
-        tmp_path / "c.yaml",
-        config_data(source_url=f"sqlite:///{tmp_path / 'erp.db'}",
-                    history_url=f"sqlite:///{tmp_path / 'h.db'}", outbox=tmp_path / "out"),
-    )  # fmt: skip
+    path = write_config(tmp_path / "c.yaml", offline_config_data(tmp_path))
     made: list[weakref.ref[RunReport]] = []
 
     def job(config: Any, layouts: list[str], *, as_of: Any, **_: Any) -> RunReport:

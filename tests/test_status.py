@@ -19,7 +19,7 @@ from cobranca.cli import main
 from cobranca.config import Config, load_config
 from cobranca.history import HistoryStore
 from cobranca.status import layout_warnings
-from conftest import config_data, write_config
+from conftest import offline_config_data, write_config
 
 SP = ZoneInfo("America/Sao_Paulo")
 DAY = date(2026, 12, 4)
@@ -29,12 +29,7 @@ LAYOUT = "primeiro-aviso"
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    data = config_data(
-        source_url=f"sqlite:///{tmp_path / 'erp.db'}",
-        history_url=f"sqlite:///{tmp_path / 'h.db'}",
-        outbox=tmp_path / "out",
-    )
-    return load_config(write_config(tmp_path / "c.yaml", data))
+    return load_config(write_config(tmp_path / "c.yaml", offline_config_data(tmp_path)))
 
 
 def _run(
