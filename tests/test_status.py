@@ -68,7 +68,8 @@ def test_a_day_with_no_letter_after_busy_days_is_a_warning_however_many_runs(
 ) -> None:
     history = HistoryStore(config.history.engine_url())
     try:
-        for back in (3, 2, 1):
+        _run(history, DAY - timedelta(days=7), "scheduled", sent=1)  # long ago: not "usual"
+        for back in (5, 4, 3, 2, 1):
             _run(history, DAY - timedelta(days=back), "scheduled", sent=40 + back)
         _run(history, DAY, "scheduled")
         _run(history, DAY, "shared")

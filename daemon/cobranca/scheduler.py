@@ -50,6 +50,7 @@ from .transports import DeliveryError, open_transport
 log = logging.getLogger(__name__)
 
 MISFIRE_GRACE_SECONDS = 3600
+SHARED_TRIGGER = "shared"  # the run record of a daemon's pass through a run another daemon holds
 
 
 class Daemon:
@@ -168,7 +169,7 @@ class Daemon:
         log.info("layout %s: today's run (%s) is running in %s; sending its planned letters too",
                  layout_name, as_of, holder)  # fmt: skip
         report = self._job(
-            config, [layout_name], as_of=as_of, trigger="shared", stop=self.stop_event,
+            config, [layout_name], as_of=as_of, trigger=SHARED_TRIGGER, stop=self.stop_event,
             deliver_only=True,
         )  # fmt: skip
         # The letters this daemon sent are its to report: the holder alerts only on its own.

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from .config import Config, Layout
 from .cron import parse_cron
 from .history import HistoryStore, RunRecord
-from .scheduler import MISFIRE_GRACE_SECONDS
+from .scheduler import MISFIRE_GRACE_SECONDS, SHARED_TRIGGER
 
 FAILURE_SHARE = 0.10
 USUAL_MINIMUM = 5
@@ -42,7 +42,7 @@ def last_due(layout: Layout, config: Config, now: datetime) -> datetime | None:
 
 
 RUNS_LOOKED_AT = 200  # a layout's latest runs read for its last days (retries, shared passes)
-SHARED = "shared"  # the trigger of a daemon's pass through a run another daemon holds
+USUAL_DAYS = 5  # the days before the last one that say what a day usually makes
 
 
 def layout_warnings(
@@ -76,7 +76,7 @@ def layout_warnings(
     for run in runs:  # newest first: the first day is the last one run
         days.setdefault(run.as_of, []).append(run)
     (as_of, today), *earlier = days.items()
-    own = [run for run in today if run.trigger != SHARED] or today
+    own = [run for run in today if run.trigger != SHARED_TRIGGER] or today
     if own[0].status == "failed":
         warnings.append(f"last run stopped on an error: {own[0].error}")
     sent, printed, failed, ambiguous = (
@@ -88,7 +88,7 @@ def layout_warnings(
         warnings.append(f"{failed} failed and {ambiguous} ambiguous of {tried} letters")
     usual = [
         sum(run.sent + run.print_needed for run in day)
-        for _, day in earlier
+        for _, day in earlier[:USUAL_DAYS]
         if any(run.status == "finished" for run in day)
     ]
     if usual and sent + printed == 0 and min(usual) >= USUAL_MINIMUM:
