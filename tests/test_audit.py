@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+import time_machine
+from sqlalchemy import create_engine, event, text
 
 from cobranca import audit
+from cobranca import history as history_module
 from cobranca.audit import verify
 from cobranca.cli import main
 from cobranca.config import load_config
+from cobranca.demo import write_demo_database
 from cobranca.history import HistoryStore
 from cobranca.runner import run_layouts
 from conftest import AS_OF, config_data, write_config
@@ -128,37 +133,40 @@ def test_audit_command_exit_codes(
     assert head.split()[-1] in out  # the head itself is unchanged: the row was edited around it
 
 
-def test_purge_keeps_the_chain_verifiable_and_tampering_still_shows(
-    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from datetime import UTC, datetime, timedelta
+OLD_DAY = AS_OF - timedelta(days=6 * 365)  # past the retention period
 
-    import time_machine
 
+def _old_and_new_letters(
+    demo_sqlite: str, tmp_path: Path, customers: int = 20
+) -> tuple[Path, str, list[Any]]:
+    """A history with a run six years ago and one today: its config, URL and the old letters."""
     path = write_config(
         tmp_path / "c.yaml",
         config_data(source_url=demo_sqlite, history_url=f"sqlite:///{tmp_path / 'h.db'}",
                     outbox=tmp_path / "outbox"),
     )  # fmt: skip
     config = load_config(path)
-    old_day = AS_OF - timedelta(days=6 * 365)
-    from cobranca.demo import write_demo_database
-
     old_source = f"sqlite:///{tmp_path / 'old-erp.db'}"
-    write_demo_database(old_source, customers=20, seed=3, as_of=old_day)
+    write_demo_database(old_source, customers=customers, seed=3, as_of=OLD_DAY)
     old_path = write_config(
         tmp_path / "old.yaml",
         config_data(source_url=old_source, history_url=config.history.url,
                     outbox=tmp_path / "outbox"),
     )  # fmt: skip
-    with time_machine.travel(datetime(old_day.year, old_day.month, old_day.day, 12, tzinfo=UTC)):
-        assert run_layouts(load_config(old_path), as_of=old_day).ok
+    with time_machine.travel(datetime(OLD_DAY.year, OLD_DAY.month, OLD_DAY.day, 12, tzinfo=UTC)):
+        assert run_layouts(load_config(old_path), as_of=OLD_DAY).ok
     assert run_layouts(config, as_of=AS_OF).ok
-    url = config.history.url
-    before = _verify(url)
-    history = HistoryStore(url)
-    old_letters = [r for r in history.letters() if r.as_of == old_day]
+    history = HistoryStore(config.history.url)
+    old_letters = [r for r in history.letters() if r.as_of == OLD_DAY]
     history.close()
+    return path, config.history.url, old_letters
+
+
+def test_purge_keeps_the_chain_verifiable_and_tampering_still_shows(
+    demo_sqlite: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, url, old_letters = _old_and_new_letters(demo_sqlite, tmp_path)
+    before = _verify(url)
     assert before.ok and old_letters
     assert main(["purge", "--yes", "--operator", "dpo", "--config", str(path)]) == 0
     assert f"{len(old_letters)} letters" in capsys.readouterr().out
@@ -172,3 +180,29 @@ def test_purge_keeps_the_chain_verifiable_and_tampering_still_shows(
     # Tampering after the purge is still found, and so is a moved checkpoint.
     _sql(url, "UPDATE cobranca_chain_checkpoint SET seq = seq + 1")
     assert any("checkpoint" in p for p in _verify(url).problems)
+
+
+def test_purge_names_its_letters_in_chunks_within_the_databases_limit(
+    demo_sqlite: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Databases cap the values one statement binds (PostgreSQL 65,535; SQLite 32,766, or 999
+    before 3.32): a month of letters at company scale is more, and one `IN (...)` of every
+    letter purged failed. Here SQLite's cap is lowered below the old letters' number."""
+    _, url, old_letters = _old_and_new_letters(demo_sqlite, tmp_path, customers=80)
+    cap = 12  # bound values a statement may take here; an event row takes ten
+    assert len(old_letters) > cap
+    monkeypatch.setattr(history_module, "PURGE_CHUNK", 4)
+    history = HistoryStore(url)
+
+    def capped(dbapi_connection: Any, _: Any) -> None:
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, cap)
+
+    event.listen(history.engine, "connect", capped)
+    history.engine.dispose()  # new connections, capped
+    try:
+        counts = history.purge(datetime.combine(OLD_DAY, time(), UTC) + timedelta(days=1), "dpo")
+    finally:
+        history.close()
+    assert counts["letters"] == len(old_letters)
+    after = _verify(url)
+    assert after.ok, after.problems

@@ -1108,11 +1108,18 @@ class HistoryStore:
             )
             letter_ids = list(session.scalars(letters))
             counts = {"letters": len(letter_ids)}
-            session.execute(
-                update(ResponseRecord)
-                .where(ResponseRecord.letter_id.in_(letter_ids))
-                .values(letter_id=None)
-            )
+            # A month of letters at company scale is more than one statement may name
+            # (PostgreSQL takes 65,535 bound values, SQLite 32,766 or fewer): in chunks.
+            chunks = [
+                letter_ids[start : start + PURGE_CHUNK]
+                for start in range(0, len(letter_ids), PURGE_CHUNK)
+            ]
+            for chunk in chunks:
+                session.execute(
+                    update(ResponseRecord)
+                    .where(ResponseRecord.letter_id.in_(chunk))
+                    .values(letter_id=None)
+                )
             counts["responses"] = session.execute(
                 delete(ResponseRecord).where(
                     ResponseRecord.closed_at.is_not(None), ResponseRecord.closed_at < before
@@ -1121,10 +1128,11 @@ class HistoryStore:
             counts["events"] = session.execute(
                 delete(LetterEventRecord).where(LetterEventRecord.seq <= cut)
             ).rowcount
-            session.execute(
-                delete(LetterTitleRecord).where(LetterTitleRecord.letter_id.in_(letter_ids))
-            )
-            session.execute(delete(LetterRecord).where(LetterRecord.id.in_(letter_ids)))
+            for chunk in chunks:
+                session.execute(
+                    delete(LetterTitleRecord).where(LetterTitleRecord.letter_id.in_(chunk))
+                )
+                session.execute(delete(LetterRecord).where(LetterRecord.id.in_(chunk)))
             kept_runs = select(LetterRecord.run_id)
             counts["runs"] = session.execute(
                 delete(RunRecord).where(
@@ -1218,6 +1226,7 @@ def open_existing(database: Database) -> Engine | None:
     return engine
 
 
+PURGE_CHUNK = 500  # letters named per statement by a purge
 SQLITE_BUSY_SECONDS = 30  # how long a SQLite history waits for another process's lock
 
 
