@@ -190,6 +190,10 @@ class LetterRecord(Base):
         # ANALYZE) took a (layout, day) index for it and scanned every letter of the day for
         # each batch planned: a 1M-título plan got slower with every letter (bench/).
         Index("ix_letter_status_queue", "status", "layout", "as_of", "id"),
+        # The letters in a state of some customers: the last letter sent to each, a batch of
+        # customers at a time, beside `cobranca titles`. Without it, a database without
+        # statistics read every sent letter for each batch: 1M títulos took 219 s, not 28.
+        Index("ix_letter_status_customer", "status", "customer_code", "customer_store"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
