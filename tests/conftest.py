@@ -9,7 +9,8 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -338,3 +339,27 @@ def three_senders_one_killed(
     assert senders[0].wait(timeout=10) == -signal.SIGKILL
     codes = [sender.returncode for sender in senders[1:]]
     return senders[0].pid, [(code, *output) for code, output in zip(codes, outputs, strict=True)]
+
+
+def insert_day_of_letters(
+    history: Any, letters: int, *, status: str = "planned", sent_at: datetime | None = None
+) -> list[tuple[str, str]]:
+    """``letters`` letters of one layout and day in ``status``, inserted at once as a big run
+    leaves them; their customers. No ANALYZE: the statistics are a growing table's, i.e. none."""
+    from cobranca.history import LetterRecord
+
+    run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+    now = datetime.now(UTC)
+    rows = [
+        {"run_id": run_id, "layout": "primeiro-aviso", "as_of": AS_OF,
+         "customer_code": f"{n:06d}", "customer_store": "01", "customer_name": "x",
+         "recipients": "a@example.com", "subject": "", "message_id": f"<{n}@test>",
+         "titles_digest": "", "transport": "outbox", "status": status, "reason": "",
+         "needs_print": False, "operator": "", "rule": "", "templates_digest": "",
+         "raw_message": "", "server_reply": "", "total": Decimal("1.00"), "attempts": 0,
+         "holder": "", "created_at": now, "updated_at": now, "sent_at": sent_at}
+        for n in range(letters)
+    ]  # fmt: skip
+    with history.engine.begin() as connection:
+        connection.execute(LetterRecord.__table__.insert(), rows)
+    return [(row["customer_code"], row["customer_store"]) for row in rows]

@@ -21,7 +21,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ from conftest import (
     assert_audit_ok,
     config_data,
     customers_owed_an_email,
+    insert_day_of_letters,
     three_senders_one_killed,
     write_config,
 )
@@ -303,26 +303,6 @@ def test_record_plans_inserts_a_batch_in_one_statement_and_gives_each_letter_its
     assert [stored[letter_id] for letter_id in ids] == [entry.message_id for entry in entries]
 
 
-def _a_day_of_letters(history: HistoryStore, letters: int) -> list[tuple[str, str]]:
-    """``letters`` letters of one layout and day, planned, as a big run leaves them; their
-    customers. No ANALYZE: the statistics are a growing table's, i.e. none."""
-    run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
-    now = datetime.now(SP)
-    rows = [
-        {"run_id": run_id, "layout": "primeiro-aviso", "as_of": AS_OF,
-         "customer_code": f"{n:06d}", "customer_store": "01", "customer_name": "x",
-         "recipients": "a@example.com", "subject": "", "message_id": f"<{n}@test>",
-         "titles_digest": "", "transport": "outbox", "status": "planned", "reason": "",
-         "needs_print": False, "operator": "", "rule": "", "templates_digest": "",
-         "raw_message": "", "server_reply": "", "total": Decimal("1.00"), "attempts": 0,
-         "holder": "", "created_at": now, "updated_at": now}
-        for n in range(letters)
-    ]  # fmt: skip
-    with history.engine.begin() as connection:
-        connection.execute(LetterRecord.__table__.insert(), rows)
-    return [(row["customer_code"], row["customer_store"]) for row in rows]
-
-
 def _look_up_and_explain(
     url: str, letters: int, explain: str
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[Any]]:
@@ -330,7 +310,7 @@ def _look_up_and_explain(
     wanted, those found, and the rows of ``explain`` (the database's EXPLAIN) for it."""
     history = HistoryStore(url)
     try:
-        customers = _a_day_of_letters(history, letters)
+        customers = insert_day_of_letters(history, letters)
         wanted = customers[letters // 3 : letters // 3 + 50]
         statement, params = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
         with history.engine.connect() as connection:
@@ -388,7 +368,7 @@ def test_plan_lookup_is_built_once_per_batch_size(tmp_path: Path) -> None:
     of the plan), and each gets its own letters."""
     history = HistoryStore(f"sqlite:///{tmp_path / 'history.db'}")
     try:
-        customers = _a_day_of_letters(history, 200)
+        customers = insert_day_of_letters(history, 200)
         first, second = customers[:50], customers[100:150]
         statement, first_params = existing_letters_statement("primeiro-aviso", AS_OF, first)
         same, second_params = existing_letters_statement("primeiro-aviso", AS_OF, second)
@@ -409,7 +389,7 @@ def test_plan_lookup_prepared_once_still_probes_the_unique_key_postgresql(
     may plan it once for any values (a generic plan): that plan probes the key too."""
     history = HistoryStore(postgres_url())
     try:
-        customers = _a_day_of_letters(history, 5_000)
+        customers = insert_day_of_letters(history, 5_000)
         wanted = customers[2_000:2_050]
         statement, params = existing_letters_statement("primeiro-aviso", AS_OF, wanted)
         compiled = statement.compile(dialect=postgresql.dialect(paramstyle="numeric_dollar"))
@@ -443,7 +423,7 @@ def test_a_history_from_an_earlier_release_loses_the_index_that_made_planning_qu
 
     history = HistoryStore(url)
     try:
-        customers = _a_day_of_letters(history, 300)
+        customers = insert_day_of_letters(history, 300)
         statement, params = existing_letters_statement("primeiro-aviso", AS_OF, customers[:10])
         with history.engine.connect() as connection:
             assert len(connection.execute(statement, params).all()) == 10
@@ -476,7 +456,7 @@ def test_stored_messages_are_compressed_with_lz4_on_postgresql(
 ) -> None:
     url = postgres_url()
     history = HistoryStore(url)
-    customers = _a_day_of_letters(history, 1)
+    customers = insert_day_of_letters(history, 1)
     history.close()
     engine = create_engine(url)
     try:

@@ -28,11 +28,11 @@ from sqlalchemy import create_engine, event, text
 
 from cobranca import listing
 from cobranca.config import Source, load_config
-from cobranca.history import HistoryStore, LetterRecord
+from cobranca.history import HistoryStore
 from cobranca.listing import add_titles_parser, titles_command
 from cobranca.runner import run_layouts
 from cobranca.source import ProtheusSource, TitleFilter
-from conftest import AS_OF, LAYOUTS, config_data, write_config
+from conftest import AS_OF, LAYOUTS, config_data, insert_day_of_letters, write_config
 
 CENTS = Decimal("0.01")
 NEVER = {"RA", "PR", "PA", "TX", "TXA", "NCC", "NDF"}
@@ -747,20 +747,9 @@ def test_last_letters_probe_a_customer_index_without_statistics(tmp_path: Path) 
     url = f"sqlite:///{tmp_path / 'history.db'}"
     history = HistoryStore(url)
     try:
-        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
-        sent = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
-        rows = [
-            {"run_id": run_id, "layout": "primeiro-aviso", "as_of": AS_OF,
-             "customer_code": f"{n:06d}", "customer_store": "01", "customer_name": "x",
-             "recipients": "a@example.com", "subject": "", "message_id": f"<{n}@test>",
-             "titles_digest": "", "transport": "outbox", "status": "sent", "reason": "",
-             "needs_print": False, "operator": "", "rule": "", "templates_digest": "",
-             "raw_message": "", "server_reply": "", "total": Decimal("1.00"), "attempts": 1,
-             "holder": "", "created_at": sent, "updated_at": sent, "sent_at": sent}
-            for n in range(2_000)
-        ]  # fmt: skip
-        with history.engine.begin() as connection:
-            connection.execute(LetterRecord.__table__.insert(), rows)
+        insert_day_of_letters(
+            history, 2_000, status="sent", sent_at=datetime(2026, 12, 4, tzinfo=UTC)
+        )
     finally:
         history.close()
     data = config_data(source_url=f"sqlite:///{tmp_path / 'erp.db'}", history_url=url,
