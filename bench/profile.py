@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import benchconfig, datasets
-from bench.run import RESULTS_DIR, WORK_DIR, log
+from bench.run import RESULTS_DIR, WORK_DIR, empty_trash, log, set_aside
 from cobranca.config import Config, Layout
 from cobranca.history import HistoryStore, LetterFinish, LetterOutcome, PlanEntry
 from cobranca.mail import build_message, new_message_id
@@ -48,7 +47,7 @@ def _environment(backend: str, size: str) -> Iterator[tuple[Config, str]]:
     """A config on the benchmark database with a fresh history store; removed afterwards."""
     dataset = datasets.ensure_dataset(backend, size, log)
     work = WORK_DIR / f"profile-{backend}-{size}"
-    shutil.rmtree(work, ignore_errors=True)
+    set_aside(work)  # not deleted now: that would slow this profile's outbox (run.set_aside)
     work.mkdir(parents=True)
     pg_history = None
     try:
@@ -67,7 +66,8 @@ def _environment(backend: str, size: str) -> Iterator[tuple[Config, str]]:
     finally:
         if pg_history:
             datasets.pg_drop_database(pg_history)
-        shutil.rmtree(work, ignore_errors=True)
+        set_aside(work)
+        empty_trash()
 
 
 def _sample(config: Config, layout: Layout, size: int) -> list[PlannedLetter]:

@@ -37,6 +37,40 @@ RSS_TARGET_MB = 250.0
 RSS_GROWTH_TARGET = 1.2
 OUTBOX_LETTERS = 50_000
 OUTBOX_SECONDS = 60.0
+TRASH_PREFIX = ".trash-"
+
+
+def set_aside(path: Path) -> None:
+    """Move `path` out of the way now; :func:`empty_trash` deletes it when the bench ends.
+
+    Deleting many files makes creating files slow for minutes after on some filesystems: ext4
+    without a journal (this project's CI machine) skips every inode freed in the last 60 s to
+    6 min, one by one, each time it allocates one. After the last run's outbox was deleted,
+    the next run's outbox paid 0.3–1 ms of kernel time a file, 20× its usual cost
+    (bench/README.md). A rename frees nothing.
+    """
+    if path.exists():
+        path.rename(path.with_name(f"{TRASH_PREFIX}{path.name}-{time.time_ns()}"))
+
+
+def file_create_ms(folder: Path, files: int = 200) -> float:
+    """What creating a 40 KB file (an outbox letter's size) costs right now, in ms: it says
+    whether the run's outbox will pay for files deleted in the last minutes (set_aside)."""
+    folder.mkdir(parents=True)
+    data = b"x" * 40_000
+    start = time.perf_counter()
+    for number in range(files):
+        (folder / f"{number}.eml").write_bytes(data)
+    return (time.perf_counter() - start) / files * 1000
+
+
+def empty_trash(folder: Path = WORK_DIR) -> None:
+    """Delete what was set aside, this bench's and any an interrupted one left."""
+    for path in folder.glob(f"{TRASH_PREFIX}*"):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def log(message: str) -> None:
@@ -126,7 +160,7 @@ def whole_run(
     name = f"{dataset.backend}-{dataset.label}-{transport}"
     history_url, pg_database = _history(dataset.backend, work, f"run-{transport}")
     outbox = work / f"outbox-run-{transport}"
-    shutil.rmtree(outbox, ignore_errors=True)
+    set_aside(outbox)
     data = benchconfig.config_data(
         source_url=dataset.url,
         history_url=history_url,
@@ -146,6 +180,8 @@ def whole_run(
         command += ["--profile", str(profile)]
     log_path = work / f"run-{transport}.log"
     received_before = server.messages if server else 0
+    create_ms = file_create_ms(work / f"probe-{transport}")
+    log(f"  creating a file here takes {create_ms:.3f} ms now (bench/README.md: trash)")
     log(f"  whole run ({transport}, layouts {args.layouts}) in a child process; log: {log_path}")
     load_before = os.getloadavg()
     done_flag = work / f"run-{transport}.done"
@@ -194,8 +230,9 @@ def whole_run(
         if pg_database and not args.keep:
             datasets.pg_drop_database(pg_database)
         if not args.keep:
-            shutil.rmtree(outbox, ignore_errors=True)
-    result.update(loadavg_before=load_before, loadavg_after=os.getloadavg())
+            set_aside(outbox)
+    result.update(loadavg_before=load_before, loadavg_after=os.getloadavg(),
+                  file_create_ms_before=create_ms)  # fmt: skip
     if result.get("deliver_s"):
         result["deliver_letters_per_s"] = result["letters"] / result["deliver_s"]
     result.update(
@@ -235,7 +272,7 @@ def _s(value: float | None) -> str:
 
 def bench_one(args: argparse.Namespace, dataset: datasets.Dataset) -> dict[str, Any]:
     work = WORK_DIR / f"{dataset.backend}-{dataset.label}"
-    shutil.rmtree(work, ignore_errors=True)
+    set_aside(work)
     work.mkdir(parents=True)
     started = time.perf_counter()
     entry: dict[str, Any] = {
@@ -306,7 +343,7 @@ def bench_one(args: argparse.Namespace, dataset: datasets.Dataset) -> dict[str, 
         if stage_pg:
             datasets.pg_drop_database(stage_pg)
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            set_aside(work)
     entry["wall_s"] = time.perf_counter() - started
     entry["loadavg_after"] = os.getloadavg()
     return entry
@@ -580,19 +617,22 @@ def main(argv: list[str] | None = None) -> int:
         results["checks"] = checks(results["runs"])
         out_path.write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
 
-    for size in args.sizes:
-        for backend in args.backends:
-            dataset = datasets.ensure_dataset(backend, size, log, regenerate=args.regenerate)
-            if args.generate_only:
-                continue
-            log(
-                f"{backend} {size}: benchmarking ({dataset.open_titles:,} open títulos, "
-                f"{dataset.customers:,} customers)"
-            )
-            entry = bench_one(args, dataset)
-            results["runs"].append(entry)
-            save()
-            log(f"{backend} {size}: done in {entry['wall_s']:.0f} s")
+    try:
+        for size in args.sizes:
+            for backend in args.backends:
+                dataset = datasets.ensure_dataset(backend, size, log, regenerate=args.regenerate)
+                if args.generate_only:
+                    continue
+                log(
+                    f"{backend} {size}: benchmarking ({dataset.open_titles:,} open títulos, "
+                    f"{dataset.customers:,} customers)"
+                )
+                entry = bench_one(args, dataset)
+                results["runs"].append(entry)
+                save()
+                log(f"{backend} {size}: done in {entry['wall_s']:.0f} s")
+    finally:
+        empty_trash()
     if args.generate_only:
         log(f"databases ready in {time.perf_counter() - started:.0f} s")
         return 0

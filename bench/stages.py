@@ -15,8 +15,8 @@ Ours and bare alternate `repeat` times; the best time of each counts.
 
 from __future__ import annotations
 
+import itertools
 import os
-import shutil
 import smtplib
 import time
 from collections import Counter
@@ -45,6 +45,7 @@ from cobranca.render import (
 )
 from cobranca.source import ProtheusSource
 from cobranca.transports import open_transport
+from cobranca.transports.outbox import OutboxTransport
 
 
 @dataclass
@@ -289,30 +290,24 @@ def build_messages(
     return _timed(build)
 
 
-def _clear(folder: Path) -> Callable[[], None]:
-    def clear() -> None:
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-
-    return clear
-
-
 def delivery_outbox(
     config: Config, messages: Sequence[OutgoingMessage], *, repeat: int
 ) -> Comparison:
-    """Our OutboxTransport (temporary file, fsync, rename) against writing the bytes."""
-    folder = config.delivery.outbox.directory
-    bare_folder = folder.with_name(folder.name + "-bare")
-    clear = _clear(folder)
-    clear_bare = _clear(bare_folder)
+    """Our OutboxTransport (temporary file, fsync, rename) against writing the bytes.
 
-    def between() -> None:
-        clear()
-        clear_bare()
-        os.sync()
+    Each try writes into a folder of its own, left for the bench to delete when it ends:
+    deleting the last try's files would slow this one's (see run.set_aside).
+    """
+    outbox = config.delivery.outbox
+    tries = itertools.count(1)
+
+    def fresh(kind: str) -> Path:
+        folder = outbox.directory.with_name(f"{outbox.directory.name}-{kind}-{next(tries)}")
+        folder.mkdir(parents=True)
+        return folder
 
     def ours() -> int:
-        with open_transport(config.delivery) as transport:
+        with OutboxTransport(fresh("ours"), outbox.batch_size) as transport:
             for number, message in enumerate(messages, 1):
                 transport.send(message)
                 if number % transport.batch_size == 0:
@@ -321,23 +316,25 @@ def delivery_outbox(
         return len(messages)
 
     def bare() -> int:
+        folder = fresh("bare")
         for number, message in enumerate(messages):
-            (bare_folder / f"{number}.eml").write_bytes(message.data)
+            (folder / f"{number}.eml").write_bytes(message.data)
         return len(messages)
+
+    fsync_folder = fresh("fsync")
 
     def bare_fsync() -> int:
         for number, message in enumerate(messages):
-            with open(bare_folder / f"{number}.eml", "wb") as handle:
+            with open(fsync_folder / f"{number}.eml", "wb") as handle:
                 handle.write(message.data)
                 handle.flush()
                 os.fsync(handle.fileno())
         return len(messages)
 
-    ours_runs, bare_runs, _, _ = _alternate(ours, bare, repeat, between)
-    between()
+    ours_runs, bare_runs, _, _ = _alternate(ours, bare, repeat, os.sync)
+    os.sync()
     fsync_s, _ = _timed(bare_fsync)
-    size = sum(p.stat().st_size for p in bare_folder.iterdir())
-    between()
+    size = sum(p.stat().st_size for p in fsync_folder.iterdir())
     return Comparison(
         "delivery outbox",
         len(messages),
