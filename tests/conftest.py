@@ -342,16 +342,21 @@ def three_senders_one_killed(
 
 
 def insert_day_of_letters(
-    history: Any, letters: int, *, status: str = "planned", sent_at: datetime | None = None
+    history: Any,
+    letters: int,
+    *,
+    status: str = "planned",
+    sent_at: datetime | None = None,
+    as_of: date = AS_OF,
 ) -> list[tuple[str, str]]:
     """``letters`` letters of one layout and day in ``status``, inserted at once as a big run
     leaves them; their customers. No ANALYZE: the statistics are a growing table's, i.e. none."""
     from cobranca.history import LetterRecord
 
-    run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+    run_id = history.start_run("primeiro-aviso", as_of, "manual", "test")
     now = datetime.now(UTC)
     rows = [
-        {"run_id": run_id, "layout": "primeiro-aviso", "as_of": AS_OF,
+        {"run_id": run_id, "layout": "primeiro-aviso", "as_of": as_of,
          "customer_code": f"{n:06d}", "customer_store": "01", "customer_name": "x",
          "recipients": "a@example.com", "subject": "", "message_id": f"<{n}@test>",
          "titles_digest": "", "transport": "outbox", "status": status, "reason": "",

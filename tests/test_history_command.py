@@ -20,12 +20,22 @@ from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, Table, create_engine, inspect, text
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Engine
 
 from cobranca.config import Config, load_config
+from cobranca.history import HistoryStore
 from cobranca.history_view import add_history_parser, history_command
 from cobranca.render import money
 from cobranca.runner import run_layouts
-from conftest import AS_OF, LAYOUTS, SmtpServer, config_data, write_config
+from conftest import (
+    AS_OF,
+    LAYOUTS,
+    SmtpServer,
+    config_data,
+    insert_day_of_letters,
+    write_config,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -130,6 +140,50 @@ def test_list_filters_by_customer(world: World) -> None:
         "customer_code = :c", c=code
     )
     assert json_ids(world.run("--customer", "NOSUCH", "--format", "json").out) == []
+
+
+@pytest.mark.parametrize("customer", ["000700/01", "000700"])
+def test_list_by_customer_reads_that_customers_letters_only(tmp_path: Path, customer: str) -> None:
+    """Through the customer index, not by reading every letter: with the status first in
+    that index, a 1M-título history (177,149 letters) took 3 s. No ANALYZE, as in a history
+    that grew by itself."""
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    history = HistoryStore(url)
+    try:
+        insert_day_of_letters(history, 2_000)
+    finally:
+        history.close()
+    data = config_data(source_url=f"sqlite:///{tmp_path / 'erp.db'}", history_url=url,
+                       outbox=tmp_path / "outbox")  # fmt: skip
+    config = load_config(write_config(tmp_path / "c.yaml", data))
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_c: Any, _k: Any, sql: str, params: Any, *_: Any) -> None:
+        statements.append((sql, params))
+
+    sa_event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        args = parser().parse_args(["history", "list", "--customer", customer, "--format", "json"])
+        out = BytesOut()
+        assert history_command(config, args, out=out, err=io.StringIO()) == 0
+    finally:
+        sa_event.remove(Engine, "before_cursor_execute", seen)
+    assert [item["customer_code"] for item in json.loads(out.value())] == ["000700"]
+
+    [(sql, params)] = [
+        (sql, params) for sql, params in statements
+        if sql.lstrip().startswith("SELECT cobranca_letters.id") and "customer_code =" in sql
+    ]  # fmt: skip
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        plan = [row[3] for row in connection.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {sql}", params).all()]  # fmt: skip
+    engine.dispose()
+    assert any(
+        step.startswith("SEARCH cobranca_letters USING INDEX ix_letter_customer (customer_code=?")
+        for step in plan
+    ), plan
+    assert not any(step.startswith("SCAN cobranca_letters") for step in plan), plan
 
 
 def test_list_filters_by_layout_status_date_and_run(world: World) -> None:

@@ -194,6 +194,12 @@ class LetterRecord(Base):
         # customers at a time, beside `cobranca titles`. Without it, a database without
         # statistics read every sent letter for each batch: 1M títulos took 219 s, not 28.
         Index("ix_letter_status_customer", "status", "customer_code", "customer_store"),
+        # A customer's letters, whatever their state (`history list --customer`): without it,
+        # every letter was read (3 s on the history of one 1M-título run). Without the status,
+        # so that a letter's changes of state leave it alone. A database may take it for
+        # planning's look-up (PostgreSQL does where customers have few letters): with the day
+        # in it, that reads the day's letters only, as the unique key does.
+        Index("ix_letter_customer", "customer_code", "customer_store", "as_of"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

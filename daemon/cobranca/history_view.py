@@ -30,7 +30,7 @@ from email.message import EmailMessage, Message
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import MetaData, Table, inspect, select
+from sqlalchemy import MetaData, Table, and_, inspect, or_, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -160,8 +160,6 @@ class LetterFilter:
     def statement(self) -> Any:
         statement = select(LetterRecord).order_by(LetterRecord.id)
         if self.customers:
-            from sqlalchemy import and_, or_
-
             statement = statement.where(
                 or_(
                     *(
