@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from sqlalchemy import Float, Integer, MetaData, String, Table, create_engine, inspect, select
 
+from cobranca import source as source_module
 from cobranca.config import Layout, Selection, Source
 from cobranca.models import CustomerTitles, Disposition
 from cobranca.plan import SKIP_BELOW_MINIMUM, plan_letter
@@ -972,3 +973,20 @@ def test_remembered_amounts_are_the_general_conversion(values: list[Any]) -> Non
                 continue
             got = read(value, "E1_X")
             assert (got, str(got)) == (expected, str(expected)), value
+
+
+def test_remembered_amounts_stay_bounded_and_right_across_clearing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A full cache is cleared, not grown (a 1M-título read meets some 35,000 distinct
+    amounts), and what is read after a clearing still converts as protheus does, the sign
+    of zero included."""
+    monkeypatch.setattr(source_module, "_CACHE_LIMIT", 4)
+    monkeypatch.setattr(source_module, "_money", {})
+    reader = source_module._field_reader(source_module._money, source_module._ZERO_MONEY, to_money)
+    values = [0.0, -0.0, 1.005, 33.33, 0.125, 7, 99.99, -0.0, 0.0, 1.005, 12.5, 0, 33.33]
+    for value in values * 3:
+        got = reader(value, "E1_X")
+        expected = to_money(value)
+        assert (got, str(got)) == (expected, str(expected)), value
+        assert len(source_module._money) <= 4
