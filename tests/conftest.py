@@ -368,3 +368,10 @@ def insert_day_of_letters(
     with history.engine.begin() as connection:
         connection.execute(LetterRecord.__table__.insert(), rows)
     return [(row["customer_code"], row["customer_store"]) for row in rows]
+
+
+def sqlite_query_plan(engine: Any, sql: str, params: Any) -> list[str]:
+    """The steps of SQLite's EXPLAIN QUERY PLAN for a statement a command sent."""
+    with engine.connect() as connection:
+        rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params).all()
+    return [row[3] for row in rows]

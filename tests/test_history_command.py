@@ -34,6 +34,7 @@ from conftest import (
     SmtpServer,
     config_data,
     insert_day_of_letters,
+    sqlite_query_plan,
     write_config,
 )
 
@@ -175,9 +176,7 @@ def test_list_by_customer_reads_that_customers_letters_only(tmp_path: Path, cust
         if sql.lstrip().startswith("SELECT cobranca_letters.id") and "customer_code =" in sql
     ]  # fmt: skip
     engine = create_engine(url)
-    with engine.connect() as connection:
-        plan = [row[3] for row in connection.exec_driver_sql(
-            f"EXPLAIN QUERY PLAN {sql}", params).all()]  # fmt: skip
+    plan = sqlite_query_plan(engine, sql, params)
     engine.dispose()
     assert any(
         step.startswith("SEARCH cobranca_letters USING INDEX ix_letter_customer (customer_code=?")

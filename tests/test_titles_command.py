@@ -32,7 +32,14 @@ from cobranca.history import HistoryStore
 from cobranca.listing import add_titles_parser, titles_command
 from cobranca.runner import run_layouts
 from cobranca.source import ProtheusSource, TitleFilter
-from conftest import AS_OF, LAYOUTS, config_data, insert_day_of_letters, write_config
+from conftest import (
+    AS_OF,
+    LAYOUTS,
+    config_data,
+    insert_day_of_letters,
+    sqlite_query_plan,
+    write_config,
+)
 
 CENTS = Decimal("0.01")
 NEVER = {"RA", "PR", "PA", "TX", "TXA", "NCC", "NDF"}
@@ -765,9 +772,7 @@ def test_last_letters_probe_a_customer_index_without_statistics(tmp_path: Path) 
         found = reader.last_letters(customers)  # type: ignore[arg-type]
         assert sorted(code for code, _ in found) == wanted
         ((sql, params),) = statements
-        with reader.engine.connect() as connection:
-            plan = [row[3] for row in connection.exec_driver_sql(
-                f"EXPLAIN QUERY PLAN {sql}", params).all()]  # fmt: skip
+        plan = sqlite_query_plan(reader.engine, sql, params)
     finally:
         reader.close()
     assert any(
