@@ -13,6 +13,7 @@ import errno
 import functools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -579,6 +580,50 @@ def test_finish_letters_rewrites_only_the_titulo_lists_that_changed(
         assert record.total == sum(t.net_balance for t in letters[1].titles[1:])
     finally:
         history.close()
+    assert_audit_ok(url)
+
+
+_IN_LIST = re.compile(r"\((?:\?|%\(\w+\)s)(?:, (?:\?|%\(\w+\)s))*\)")
+
+
+def test_batches_of_every_size_send_a_few_statement_texts(tmp_path: Path) -> None:
+    """Each length of an IN list is another SQL text, which SQLite prepares and keeps (128 a
+    connection): batches of 1 to 9 letters must not make nine texts of each statement."""
+    erp = f"sqlite:///{tmp_path / 'protheus.db'}"
+    write_demo_database(erp, customers=250, seed=7, as_of=AS_OF)
+    url, history, letters = _history_with_letters(erp, tmp_path)
+    texts: dict[str, set[str]] = {}
+
+    def watch(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        texts.setdefault(_IN_LIST.sub("(…)", statement), set()).add(statement)
+
+    try:
+        run_id = history.start_run("primeiro-aviso", AS_OF, "manual", "test")
+        history.record_plans(run_id, [
+            PlanEntry(x, f"<{n}@test>", "outbox", LetterStatus.PLANNED)
+            for n, x in enumerate(letters)
+        ])  # fmt: skip
+        by_customer = {(x.customer.code, x.customer.store): x for x in letters}
+        event.listen(history.engine, "before_cursor_execute", watch)
+        sizes = [size for size in range(1, 10) if sum(range(1, size + 1)) <= len(letters)]
+        assert sizes == list(range(1, 10)), f"{len(letters)} letters: too few for every size"
+        for size in sizes:
+            batch = history.claim_batch("primeiro-aviso", AS_OF, size)
+            assert len(batch) == size
+            history.suspensions(AS_OF, 3, [c.customer_code for c in batch])
+            outcome = LetterOutcome(LetterStatus.SENT, sent_at=datetime.now(SP))
+            history.finish_letters([
+                LetterFinish(c.id, outcome, subject="s", raw_message="m",
+                             titles=by_customer[c.customer_code, c.customer_store].titles[1:])
+                for c in batch
+            ])  # fmt: skip
+    finally:
+        event.remove(history.engine, "before_cursor_execute", watch)
+        history.close()
+    with_lists = {shape: len(found) for shape, found in texts.items() if "(…)" in shape}
+    assert len(with_lists) >= 5  # claim, its títulos, the suspensions, títulos rewritten...
+    # Lengths 1 to 9 padded to 1, 2, 4, 8 and 16: five texts at most of each statement.
+    assert max(with_lists.values()) <= 5, with_lists
     assert_audit_ok(url)
 
 

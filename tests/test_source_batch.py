@@ -135,6 +135,27 @@ def test_same_as_one_reread_per_letter(make_db: MakeDb, reader_for: Any) -> None
     assert any(t.abatements for group in batch for t in group.titles)
 
 
+def test_rereads_of_every_size_send_a_few_statement_texts(make_db: MakeDb, reader_for: Any) -> None:
+    """Each number of recnos is another SQL text, which the database prepares and keeps
+    (SQLite: 128 a connection, tens of KB each for this join): a run's batches of every size
+    must share a few."""
+    se1, sa1 = _customers(30)
+    reader = reader_for(make_db(se1=se1, sa1=sa1))
+    source = reader.source
+    planned = list(source.customers_titles(sel(), AS_OF))
+    letters = [tuple(t.recno for t in group.titles) for group in planned]
+    texts: set[str] = set()
+    event.listen(source.engine, "before_cursor_execute",
+                 lambda _conn, _cursor, statement, *_: texts.add(statement))  # fmt: skip
+    lengths = set()
+    for size in range(1, len(letters) + 1):
+        groups = source.reread_many(sel(), AS_OF, letters[:size])
+        assert [g.titles for g in groups] == [g.titles for g in planned[:size]]
+        lengths.add(sum(map(len, letters[:size])))
+    assert len(lengths) == len(letters) >= 30
+    assert len(texts) <= max(lengths).bit_length() + 1, len(texts)  # 1, 2, 4... recnos
+
+
 def test_reread_is_reread_many_of_one(make_db: MakeDb, reader_for: Any) -> None:
     se1, sa1 = _customers(5)
     source = reader_for(make_db(se1=se1, sa1=sa1)).source

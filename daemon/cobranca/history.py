@@ -68,6 +68,7 @@ from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import TypeEngine
 
 from .config import ConfigError, Database
+from .inlists import in_values
 from .lease import holder_alive, this_worker
 from .models import CADENCE_STATUSES, LetterStatus, PlannedLetter, Title
 
@@ -862,12 +863,13 @@ class HistoryStore:
         """planned → sending for those still planned, inside the caller's transaction."""
         statements = _claim_statements()
         taken = session.execute(
-            statements.claim, {"ids": list(letter_ids), "holder": this_worker(), "now": utcnow()}
+            statements.claim,
+            {"ids": in_values(letter_ids), "holder": this_worker(), "now": utcnow()},
         ).all()
         if not taken:
             return []
         recnos: dict[int, list[int]] = {row.id: [] for row in taken}
-        for letter_id, recno in session.execute(statements.recnos, {"ids": list(recnos)}):
+        for letter_id, recno in session.execute(statements.recnos, {"ids": in_values(recnos)}):
             recnos[letter_id].append(recno)
         taken = sorted(taken, key=lambda row: row.id)
         _log_many(session, [(row.id, LetterStatus.SENDING, "", None) for row in taken])
@@ -1073,7 +1075,7 @@ class HistoryStore:
         narrows the read to those customer codes (a batch's, instead of every open response).
         """
         statement = _open_suspending_responses(codes is not None)
-        params = {} if codes is None else {"codes": sorted(set(codes))}
+        params = {} if codes is None else {"codes": in_values(sorted(set(codes)))}
         suspended: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
         with self.engine.connect() as connection:
             for r in connection.execute(statement, params):
@@ -1391,7 +1393,7 @@ AUDITED_FIELDS = (
 def letter_snapshots(session: Session, letter_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
     """What an auditor relies on in each letter row and its títulos, as plain JSON values: read
     in two queries whatever the number of letters."""
-    wanted = {"ids": list(set(letter_ids))}
+    wanted = {"ids": in_values(set(letter_ids))}
     letters_statement, titles_statement = _snapshot_statements()
     snapshots: dict[int, dict[str, Any]] = {}
     for row in session.execute(letters_statement, wanted):
@@ -1480,7 +1482,7 @@ def _replace_titles(
     statements = _title_statements()
     if only_changed:
         stored: dict[int, list[tuple[Any, ...]]] = {letter_id: [] for letter_id in titles}
-        for row in session.execute(statements.stored, {"ids": list(titles)}):
+        for row in session.execute(statements.stored, {"ids": in_values(titles)}):
             stored[row[0]].append(tuple(row[1:]))
         titles = {
             letter_id: new
@@ -1490,7 +1492,7 @@ def _replace_titles(
         }
         if not titles:
             return
-    session.execute(statements.delete, {"ids": list(titles)})
+    session.execute(statements.delete, {"ids": in_values(titles)})
     rows = [_title_row(letter_id, t) for letter_id, new in titles.items() for t in new]
     if rows:
         session.execute(statements.insert, rows)

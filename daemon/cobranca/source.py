@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import BindParameter
 from . import protheus
 from .config import Selection
 from .config import Source as SourceConfig
+from .inlists import in_values
 from .models import Address, Customer, CustomerTitles, Title, trusted
 
 
@@ -240,8 +241,10 @@ class ProtheusSource:
         with self.engine.connect() as connection:
             for chunk in chunks:
                 recnos = sorted({recno for index in chunk for recno in wanted[index]})
-                statement = self._reread_statement(selection, as_of, len(recnos) > chunk_size)
-                rows = connection.execute(statement, {"recnos": recnos}).all()
+                inline = len(recnos) > chunk_size
+                statement = self._reread_statement(selection, as_of, inline)
+                bound = recnos if inline else in_values(recnos)
+                rows = connection.execute(statement, {"recnos": bound}).all()
                 positions: dict[int, list[int]] = {}
                 for position, row in enumerate(rows):
                     positions.setdefault(row[_RECNO], []).append(position)
