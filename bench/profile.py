@@ -6,13 +6,17 @@
     .venv/bin/python -m bench.profile source --size 100k --backend sqlite
     .venv/bin/python -m bench.profile render --size 100k --sample 500
     .venv/bin/python -m bench.profile history --size 100k --sample 500
+    .venv/bin/python -m bench.profile statements --size 100k --layouts ladder
 
 breakdown: the steps the runner takes (runner._plan and runner.deliver_batch, in the same
 batches), each called on its own for `--sample` letters on a fresh history store, in
 milliseconds per letter; their sum set against the whole run's time per letter says what the
 steps leave out.
 source: customers_titles + plan_letter over every selected row. render: compose. history:
-record_plans + claim_batch + finish_letters, in the runner's batches. Profiles are written to
+record_plans + claim_batch + finish_letters, in the runner's batches. statements: a whole run
+in this one process (no profiler), then the SQL texts it sent, per statement with its IN lists
+folded, and the most memory SQLite held: each text is a statement SQLite prepares and keeps,
+128 a connection. Profiles are written to
 bench/results/profile-<stage>-<backend>-<size>.txt and .html and printed. For the whole run:
 `python -m bench.run --parts run --profile`.
 """
@@ -20,7 +24,10 @@ bench/results/profile-<stage>-<backend>-<size>.txt and .html and printed. For th
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,8 +35,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 from bench import benchconfig, datasets
 from bench.run import RESULTS_DIR, WORK_DIR, empty_trash, log, set_aside
+from bench.wholerun import peak_rss_kib
 from cobranca.config import Config, Layout
 from cobranca.history import HistoryStore, LetterFinish, LetterOutcome, PlanEntry
 from cobranca.mail import build_message, new_message_id
@@ -37,13 +48,15 @@ from cobranca.models import Disposition, LetterStatus, PlannedLetter
 from cobranca.payment import letter_payment
 from cobranca.plan import plan_letter
 from cobranca.render import compose, load_templates, make_environment
-from cobranca.runner import PLAN_BATCH, layout_rule, templates_digest
+from cobranca.runner import PLAN_BATCH, layout_rule, run_layouts, templates_digest
 from cobranca.source import ProtheusSource
 from cobranca.transports import open_transport
 
 
 @contextmanager
-def _environment(backend: str, size: str) -> Iterator[tuple[Config, str]]:
+def _environment(
+    backend: str, size: str, layout_kind: str = "wide"
+) -> Iterator[tuple[Config, str]]:
     """A config on the benchmark database with a fresh history store; removed afterwards."""
     dataset = datasets.ensure_dataset(backend, size, log)
     work = WORK_DIR / f"profile-{backend}-{size}"
@@ -61,6 +74,7 @@ def _environment(backend: str, size: str) -> Iterator[tuple[Config, str]]:
             history_url=history_url,
             transport="outbox",
             outbox=work / "outbox",
+            layout_kind=layout_kind,
         )
         yield benchconfig.write_config(work / "profile.yaml", data), history_url
     finally:
@@ -204,6 +218,40 @@ def breakdown(
     return {"letters": len(letters), "ms_per_letter": per_letter, "sum_ms_per_letter": total}
 
 
+_IN_LIST = re.compile(r"\((?:\?|%\(\w+\)s)(?:, (?:\?|%\(\w+\)s))*\)")
+
+
+def statements(config: Config) -> dict[str, Any]:
+    """A whole run in this process: each statement's distinct SQL texts, SQLite's peak memory.
+
+    A statement whose text changes with its data (an IN list's length) is prepared anew and
+    kept in SQLite's cache (128 texts a connection) for each text; its distinct texts say how
+    much of the cache, and of the run's memory, it takes.
+    """
+    texts: dict[str, set[str]] = {}
+
+    def watch(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        texts.setdefault(_IN_LIST.sub("(…)", statement), set()).add(statement)
+
+    event.listen(Engine, "before_cursor_execute", watch)
+    try:
+        report = run_layouts(config, as_of=datasets.AS_OF, ignore_calendar=True)
+    finally:
+        event.remove(Engine, "before_cursor_execute", watch)
+    # The library Python's sqlite3 module links to, where it is a shared one (Debian's).
+    library = ctypes.CDLL(ctypes.util.find_library("sqlite3") or "libsqlite3.so.0")
+    library.sqlite3_memory_highwater.restype = ctypes.c_int64
+    by_statement = sorted(((len(found), shape) for shape, found in texts.items()), reverse=True)
+    return {
+        "letters_sent": sum(result.sent for result in report.results),
+        "texts": sum(count for count, _ in by_statement),
+        "statements": len(by_statement),
+        "texts_by_statement": [{"texts": n, "statement": shape} for n, shape in by_statement],
+        "sqlite_memory_highwater_kib": library.sqlite3_memory_highwater(0) // 1024,
+        "peak_rss_kib": peak_rss_kib(),
+    }
+
+
 def _profile(
     stage: str, config: Config, history_url: str, letters: list[PlannedLetter]
 ) -> tuple[str, str]:
@@ -265,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("stage", choices=("breakdown", "source", "render", "history"))
+    parser.add_argument("stage", choices=("breakdown", "source", "render", "history", "statements"))
     parser.add_argument("--size", default="100k")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--sample", type=int, default=500, help="letters (not for source)")
@@ -274,15 +322,34 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="breakdown: letters per claim (default: the outbox's batch; SMTP claims 1)",
     )
+    parser.add_argument(
+        "--layouts",
+        choices=("wide", "ladder"),
+        default="wide",
+        help="statements: the bench's one wide layout or config/cobranca.yaml's four",
+    )
     args = parser.parse_args(argv)
-    if args.stage != "breakdown":
+    if args.stage not in ("breakdown", "statements"):
         try:
             import pyinstrument  # noqa: F401
         except ImportError:
             parser.error("needs pyinstrument: .venv/bin/pip install pyinstrument")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = RESULTS_DIR / f"profile-{args.stage}-{args.backend}-{args.size}"
-    with _environment(args.backend, args.size) as (config, history_url):
+    with _environment(args.backend, args.size, args.layouts) as (config, history_url):
+        if args.stage == "statements":
+            found = statements(config)
+            Path(f"{stem}.json").write_text(json.dumps(found, indent=2), encoding="utf-8")
+            for row in found["texts_by_statement"][:10]:
+                print(f"{row['texts']:5d}  {row['statement'][:100]}")
+            print(
+                f"{found['texts']} texts of {found['statements']} statements; "
+                f"{found['letters_sent']} letters sent; SQLite's memory at most "
+                f"{found['sqlite_memory_highwater_kib']} KiB; peak RSS "
+                f"{found['peak_rss_kib'] // 1024} MB"
+            )
+            log(f"written {stem}.json")
+            return 0
         letters = _sample(config, config.layouts[0], args.sample)
         if args.stage == "breakdown":
             result = breakdown(config, history_url, letters, args.claim_size)

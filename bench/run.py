@@ -220,6 +220,7 @@ def whole_run(
             result["wall_s"] = elapsed
             result["letters_per_s"] = result["letters"] / elapsed
             peaks = [result["peak_rss_kib"], *(x["peak_rss_kib"] for x in shared)]
+            result["peak_rss_kib_by_sender"] = peaks
             result["peak_rss_kib"] = max(peaks)
         if transport == "outbox" and result["letters"] >= OUTBOX_LETTERS:
             # The target's own figure, read before the history goes: when that letter went.
