@@ -9,6 +9,7 @@ whose A1_NOME has control characters or latin-1 mojibake.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from email import message_from_bytes, policy
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from cobranca import runner, summary
 from cobranca.cli import main
 from cobranca.config import Config, load_config
 from cobranca.demo import write_demo_database
@@ -254,3 +256,75 @@ def test_a_run_says_when_shared_customers_carry_a_branch(demo_sqlite: str, tmp_p
     problems = {p["item"]: p["problem"] for p in result["data_problems"]}
     assert "branch (A1_FILIAL) '02'" in problems["source.customers_shared"]
     assert result["sent"] > 0  # the others' letters still go out
+
+
+def test_every_problem_is_logged_and_the_summary_keeps_the_first_ones(
+    demo_sqlite: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheduled run has no summary on a terminal: the journal is where finance learns which
+    títulos were left out and which customers need paper. A company-scale run may have
+    hundreds of thousands of them, so its summary lists the first SUMMARY_LIMIT of each."""
+    monkeypatch.setattr(runner, "SUMMARY_LIMIT", 2)
+    erp = ErpWriter(demo_sqlite)
+    negative, blank_due, _ = erp.customer(
+        "900001", "Saldo Negativo Ltda", "fin@negativo.com.br",
+        {"E1_SALDO": -50.0}, {"E1_VENCREA": ""}, GOOD,
+    )  # fmt: skip
+    text_balance, unknown_type, _ = erp.customer(
+        "900002", "Texto no Saldo Ltda", "fin@texto.com.br", GOOD, {"E1_TIPO": "ZZZ"}, GOOD
+    )
+    with create_engine(demo_sqlite).begin() as connection:  # SQLite keeps text in a REAL column
+        connection.execute(
+            text("UPDATE se1010 SET e1_saldo = :saldo WHERE e1_cliente = '900002' AND e1_num = :n"),
+            {"saldo": "12\r\nERROR cobranca: forged", "n": text_balance.split("|")[2]},
+        )
+    left_out = [negative, blank_due, text_balance, unknown_type]
+    erp.customer("900003", "Enderecos Ruins Ltda", "ver com Adriana;b@@x;c@enderecos.com.br", GOOD)
+    erp.customer("900004", "Outro Ruim Ltda", "financeiro@, d@outro.com.br", GOOD)
+    erp.customer("900005", "Mais Um Ltda", "x@y e@maisum.com.br", GOOD)
+    erp.customer("900006", "Sem Endereco Ltda", "ver com Adriana; b@@x", GOOD)  # paper
+
+    caplog.set_level(logging.INFO, logger="cobranca")
+    config = load_config(_config(tmp_path, demo_sqlite))
+    report = run_layouts(config, as_of=AS_OF)
+    (result,) = report.results
+    messages = [r.getMessage() for r in caplog.records]
+
+    # Each título left out is in the log with its key and why, on one line of its own.
+    logged = {
+        m.split("título ")[1].split(" left out")[0]: m for m in messages if " left out: " in m
+    }
+    assert set(left_out) <= set(logged)
+    assert "E1_SALDO: negative" in logged[left_out[0]] and "E1_VENCREA" in logged[left_out[1]]
+    assert "E1_SALDO: not a number" in logged[left_out[2]] and "E1_TIPO" in logged[left_out[3]]
+    assert not any("\r" in m or "\n" in m for m in messages)
+    # Customers whose A1_EMAIL entries were ignored, by code, never by what the entries say.
+    ignored = [m for m in messages if "A1_EMAIL" in m and "ignored" in m]
+    assert {m.split("customer ")[1].split(":")[0] for m in ignored} >= {
+        "900003/01", "900004/01", "900005/01", "900006/01"
+    }  # fmt: skip
+    assert not any(entry in m for m in messages for entry in ("Adriana", "b@@x", "financeiro@"))
+    # Every customer whose letter needs paper.
+    printed = [m for m in messages if ": to print " in m]
+    assert "layout todos-vencidos: customer 900006/01: to print (no usable e-mail address)" in (
+        printed
+    )
+    assert len(printed) == result.print_needed > 2
+
+    listed = result.as_dict()
+    for name, count in (
+        ("rejected_titles", len(logged)),
+        ("invalid_emails", len(ignored)),
+        ("prints", len(printed)),
+    ):
+        assert len(listed[name]) == 2 and listed["unlisted"][name] == count - 2, name
+    assert listed["unlisted"]["failures"] == listed["unlisted"]["data_problems"] == 0
+    assert {r["title"] for r in listed["rejected_titles"]} == {negative, blank_due}  # the first
+    monkeypatch.setattr(summary, "MAX_LISTED", 1)
+    shown = summary.format_text(report).splitlines()
+    at = shown.index("  printed letters needed:")
+    assert shown[at + 2] == f"    ... and {len(printed) - 1} more (each one is in the log)"
+    assert result.sent > 0 and result.ok

@@ -153,7 +153,7 @@ def test_a_batch_that_cannot_be_made_final_is_recorded_not_sent_and_sent_next_ru
     # are recorded as not sent, and the layout stops: the rest stay planned.
     assert (first.sent, first.failed) == (6, 4)
     assert "cannot finish writing to outbox" in first.error
-    assert all("cannot finish writing to outbox" in why for _, why in first.failures)
+    assert all("cannot finish writing to outbox" in why for _, why in first.failures.entries)
     assert first.left_planned > 0
     assert len(_eml_files(tmp_path / "outbox")) == 6
     assert not list((tmp_path / "outbox").glob(".tmp-*"))

@@ -129,7 +129,9 @@ def test_the_common_options_work_before_the_command_as_after_it(
         return captured.err
 
     logged = run("--config", path, "--log-format", "json").splitlines()
-    assert logged and all(json.loads(line)["level"] == "info" for line in logged)
-    assert run("--config", path, "--log-level", "WARNING") == ""  # the INFO lines are gone
+    levels = {json.loads(line)["level"] for line in logged}
+    assert "info" in levels and levels <= {"info", "warning"}  # the demo's bad e-mail entries
+    quiet = run("--config", path, "--log-level", "WARNING").splitlines()
+    assert all(line.startswith("WARNING ") for line in quiet)  # the INFO lines are gone
     # What is given after the command wins over what is given before it.
     assert main(["--config", str(tmp_path / "missing.yaml"), "check", "--config", path]) == 0

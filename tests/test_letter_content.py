@@ -98,8 +98,8 @@ def test_received_letter_has_charges_boleto_and_a_pix_qr_that_decodes_to_its_cod
     result = report.results[0]
     assert result.sent == 1, report.as_dict()
     # The mistyped boleto line is reported, naming the título and the wrong check digit...
-    assert [key for key, _ in result.data_problems] == [keys[1]]
-    assert "check digit of field 2" in result.data_problems[0][1]
+    assert [key for key, _ in result.data_problems.entries] == [keys[1]]
+    assert "check digit of field 2" in result.data_problems.entries[0][1]
     (mail,) = smtp_server.received
     text, html, images = _parts(mail.message)
     for part in (html, text.replace(" ", "")):
@@ -261,5 +261,5 @@ def test_customer_tax_id_is_shown_formatted_only_when_valid(
     (mail,) = smtp_server.received
     text, html, _ = _parts(mail.message)
     assert shown in text and shown in html
-    found = [why for who, why in result.data_problems if who == "900001/01"]
+    found = [why for who, why in result.data_problems.entries if who == "900001/01"]
     assert found == ([f"A1_CGC: {problem} (printed as stored)"] if problem else [])

@@ -256,7 +256,8 @@ def test_a_long_running_daemon_keeps_only_its_last_runs_report(tmp_path: Path) -
 
     def job(config: Any, layouts: list[str], *, as_of: Any, **_: Any) -> RunReport:
         result = LayoutResult(layouts[0], as_of, dry_run=False, sent=3)
-        result.prints = [(f"{n:06d}/01", "no e-mail address") for n in range(20_000)]
+        for n in range(20_000):
+            result.prints.add(f"{n:06d}/01", "no e-mail address")
         report = RunReport([result])
         made.append(weakref.ref(report))
         return report

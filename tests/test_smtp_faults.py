@@ -304,7 +304,7 @@ def test_data_451_every_time_fails_temporarily_and_the_next_run_sends_it_once(
     assert not failed.needs_print
     assert handler.copy_ids()[failed.message_id] == 3  # the server got it and refused it 3x
     assert handler.received_ids()[failed.message_id] == 0
-    assert result.failures == [(FIRST_CUSTOMER, failed.reason)]
+    assert result.failures.entries == [(FIRST_CUSTOMER, failed.reason)]
 
     # Next run, same day, the server healthy again: planned again and sent exactly once.
     again = run(config)
@@ -488,7 +488,7 @@ def test_stall_after_the_data_is_ambiguous(
     assert time.sleeps == []  # never retried
     record = letters(config)[FIRST_CUSTOMER]
     assert record.status == "ambiguous" and "timed out" in record.reason
-    assert result.ambiguities == [(FIRST_CUSTOMER, record.reason)]
+    assert result.ambiguities.entries == [(FIRST_CUSTOMER, record.reason)]
     assert handler.copy_ids()[record.message_id] == 1
     assert handler.received_ids()[record.message_id] == 0
 

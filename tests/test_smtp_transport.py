@@ -168,7 +168,7 @@ def test_untrusted_certificate_is_refused_and_letters_wait_for_the_next_run(
     result = report.results[0]
     assert not report.ok and result.sent == 0 and result.failed == 1
     assert starttls_server.handler.received == []
-    assert "CERTIFICATE_VERIFY_FAILED" in result.failures[0][1]
+    assert "CERTIFICATE_VERIFY_FAILED" in result.failures.entries[0][1]
     assert "CERTIFICATE_VERIFY_FAILED" in result.error  # the layout stopped, saying why
     history = HistoryStore(config.history.engine_url())
     letters = [r for r in history.letters() if r.transport == "smtp"]
@@ -194,7 +194,7 @@ def test_wrong_password_fails_letters_and_never_shows_the_password(
     report = run_layouts(config, as_of=AS_OF)
     result = report.results[0]
     assert result.sent == 0 and result.failed > 0
-    assert "535" in result.failures[0][1]
+    assert "535" in result.failures.entries[0][1]
     assert starttls_server.handler.received == []
     for text_out in (caplog.text, format_text(report), format_json(report),
                      _history_text(config.history.url)):  # fmt: skip

@@ -287,7 +287,8 @@ def _resolve(config: Config, args: argparse.Namespace) -> int:
     if result.sent:
         print(f"letter {args.letter} sent again")
         return EXIT_OK
-    why = result.error or "; ".join(r for _, r in result.failures + result.ambiguities)
+    problems = result.failures.entries + result.ambiguities.entries
+    why = result.error or "; ".join(r for _, r in problems)
     print(f"letter {args.letter} not sent: {why or 'see cobranca letters'}", file=sys.stderr)
     return EXIT_FAILURES
 

@@ -53,6 +53,35 @@ from .transports import DeliveryError, Failure, FlushError, Transport, open_tran
 log = logging.getLogger(__name__)
 
 
+SUMMARY_LIMIT = 1_000  # entries each list of a run's summary holds; the log names every one
+
+
+@dataclass
+class Listed:
+    """One list of a run's summary (customers to print, rejected títulos, failures...): its
+    first SUMMARY_LIMIT entries, and how many there were in all.
+
+    A company-scale run can have hundreds of thousands (every customer without an e-mail
+    address, say); each is logged as it happens, so the summary need not hold them all, and a
+    run's memory does not grow with its data's problems.
+    """
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+    total: int = 0
+
+    def add(self, who: str, why: str) -> None:
+        self.total += 1
+        if len(self.entries) < SUMMARY_LIMIT:
+            self.entries.append((who, why))
+
+    @property
+    def unlisted(self) -> int:
+        return self.total - len(self.entries)
+
+
+LISTS = ("failures", "ambiguities", "prints", "rejected_titles", "invalid_emails", "data_problems")
+
+
 @dataclass
 class LayoutResult:
     """What one layout's run did; counts and reasons for the summary and the run record."""
@@ -70,12 +99,12 @@ class LayoutResult:
     ambiguous: int = 0
     left_planned: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    ambiguities: list[tuple[str, str]] = field(default_factory=list)
-    prints: list[tuple[str, str]] = field(default_factory=list)
-    rejected_titles: list[tuple[str, str]] = field(default_factory=list)
-    invalid_emails: list[tuple[str, str]] = field(default_factory=list)
-    data_problems: list[tuple[str, str]] = field(default_factory=list)
+    failures: Listed = field(default_factory=Listed)
+    ambiguities: Listed = field(default_factory=Listed)
+    prints: Listed = field(default_factory=Listed)
+    rejected_titles: Listed = field(default_factory=Listed)  # (título key, why)
+    invalid_emails: Listed = field(default_factory=Listed)  # (customer, the entries ignored)
+    data_problems: Listed = field(default_factory=Listed)
     window_closed: str = ""  # why sending stopped mid-run (the send window closed)
     error: str = ""
     interrupted: bool = False
@@ -99,12 +128,16 @@ class LayoutResult:
             "ambiguous": self.ambiguous,
             "left_planned": self.left_planned,
             "skipped": dict(sorted(self.skipped.items())),
-            "failures": [{"customer": c, "reason": r} for c, r in self.failures],
-            "ambiguities": [{"customer": c, "reason": r} for c, r in self.ambiguities],
-            "prints": [{"customer": c, "reason": r} for c, r in self.prints],
-            "rejected_titles": [{"title": t, "reason": r} for t, r in self.rejected_titles],
-            "invalid_emails": [{"customer": c, "entries": e} for c, e in self.invalid_emails],
-            "data_problems": [{"item": k, "problem": p} for k, p in self.data_problems],
+            "failures": [{"customer": c, "reason": r} for c, r in self.failures.entries],
+            "ambiguities": [{"customer": c, "reason": r} for c, r in self.ambiguities.entries],
+            "prints": [{"customer": c, "reason": r} for c, r in self.prints.entries],
+            "rejected_titles": [{"title": t, "reason": r} for t, r in self.rejected_titles.entries],
+            "invalid_emails": [
+                {"customer": c, "entries": e} for c, e in self.invalid_emails.entries
+            ],
+            "data_problems": [{"item": k, "problem": p} for k, p in self.data_problems.entries],
+            # Entries beyond the first SUMMARY_LIMIT of each list above: in the log only.
+            "unlisted": {name: getattr(self, name).unlisted for name in LISTS},
             "error": self.error,
             "window_closed": self.window_closed,
             "interrupted": self.interrupted,
@@ -265,7 +298,7 @@ def _note_sharing_problem(source: ProtheusSource, report: RunReport) -> None:
     if problem:
         log.warning("%s", problem)
         for result in report.results:
-            result.data_problems.append(("source.customers_shared", problem))
+            result.data_problems.add("source.customers_shared", problem)
 
 
 def calendar_refusal(
@@ -398,9 +431,15 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
             customer = group.customer
             key = (customer.code, customer.store)
             letter = plan_letter(group, layout, as_of, last_sent.get(key), holds.get(key, ()))
-            result.rejected_titles.extend(letter.rejected)
+            for title_key, why in letter.rejected:
+                log.warning("layout %s: título %s left out: %s", layout.name, title_key, why)
+                result.rejected_titles.add(title_key, why)
             if letter.invalid_emails:
-                result.invalid_emails.append((customer.key, ", ".join(letter.invalid_emails)))
+                # How many, not what: an e-mail entry is personal data (logs.py).
+                log.warning("layout %s: customer %s: %d A1_EMAIL entr%s ignored (not an "
+                            "address)", layout.name, customer.key, len(letter.invalid_emails),
+                            "y" if len(letter.invalid_emails) == 1 else "ies")  # fmt: skip
+                result.invalid_emails.add(customer.key, ", ".join(letter.invalid_emails))
             if letter.disposition is Disposition.SKIP:
                 result.skipped[letter.reason] += 1
                 continue
@@ -433,8 +472,7 @@ def _record_plans(run: _Run, result: LayoutResult, entries: Sequence[PlanEntry])
             else:
                 result.skipped[SKIP_ALREADY_CLAIMED] += 1
         elif entry.status is LetterStatus.PRINT_NEEDED:
-            result.print_needed += 1
-            result.prints.append((letter.customer.key, letter.reason))
+            _to_print(result, letter.customer.key, letter.reason)
         else:
             result.planned += 1
 
@@ -447,14 +485,27 @@ def _dry_render(
         composed = compose(templates, letter, layout, run.config.creditor, "<dry-run@cobranca>")
     except TemplateProblem as exc:
         result.failed += 1
-        result.failures.append((letter.customer.key, f"render failed: {exc}"))
+        result.failures.add(letter.customer.key, f"render failed: {exc}")
+        log.error("layout %s: customer %s: render failed: %s", layout.name,
+                  letter.customer.key, exc)  # fmt: skip
         return
     _note_problems(layout, letter, composed, result)
     if letter.disposition is Disposition.PRINT:
-        result.print_needed += 1
-        result.prints.append((letter.customer.key, letter.reason))
+        _to_print(result, letter.customer.key, letter.reason)
     else:
         result.would_send += 1
+
+
+def _to_print(result: LayoutResult, who: str, why: str) -> None:
+    """A letter that needs paper, in the summary and the log.
+
+    Only a customer's e-mail sends a letter to paper (plan.py). The log says so without the
+    reason itself, which quotes the A1_EMAIL entries: personal data (logs.py); the history and
+    the summary keep it.
+    """
+    result.print_needed += 1
+    result.prints.add(who, why)
+    log.info("layout %s: customer %s: to print (no usable e-mail address)", result.layout, who)
 
 
 def _deliver_planned(
@@ -661,8 +712,7 @@ def _count(layout: Layout, item: _Delivered, result: LayoutResult) -> None:
     """A recorded letter in the run's summary and log."""
     outcome, who = item.finish.outcome, item.who
     if item.print_reason:
-        result.print_needed += 1
-        result.prints.append((who, item.print_reason))
+        _to_print(result, who, item.print_reason)
     elif item.skip_reason:
         result.skipped[item.skip_reason] += 1
     elif outcome.status is LetterStatus.SENT:
@@ -671,13 +721,13 @@ def _count(layout: Layout, item: _Delivered, result: LayoutResult) -> None:
                  item.message_id, item.recipients)  # fmt: skip
     elif outcome.status is LetterStatus.AMBIGUOUS:
         result.ambiguous += 1
-        result.ambiguities.append((who, outcome.reason))
+        result.ambiguities.add(who, outcome.reason)
         log.error("layout %s: customer %s: AMBIGUOUS: %s", layout.name, who, outcome.reason)
     elif outcome.status is LetterStatus.PLANNED:
         result.interrupted = True
     else:
         result.failed += 1
-        result.failures.append((who, outcome.reason))
+        result.failures.add(who, outcome.reason)
         log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
 
 
@@ -688,7 +738,7 @@ def _note_problems(
     for key, problem in composed.problems:
         what = f"título {key}" if "|" in key else f"customer {key or letter.customer.key}"
         log.warning("layout %s: %s: %s", layout.name, what, problem)
-        result.data_problems.append((key or letter.customer.key, problem))
+        result.data_problems.add(key or letter.customer.key, problem)
 
 
 def _send_with_retries(run: _Run, message: OutgoingMessage) -> tuple[LetterOutcome, bool]:
@@ -966,8 +1016,7 @@ def send_by_hand(
             if not recorded.recorded:  # recorded by the run meanwhile (it was checked)
                 result.skipped[SKIP_ALREADY_CLAIMED] += 1
             elif printing:
-                result.print_needed += 1
-                result.prints.append((letter.customer.key, letter.reason))
+                _to_print(result, letter.customer.key, letter.reason)
             else:
                 result.planned += 1
                 ids.append(recorded.letter_id)

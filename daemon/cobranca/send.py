@@ -103,7 +103,7 @@ def send_command(
         f"sent {result.sent}, to print {result.print_needed}, failed {result.failed}, "
         f"ambiguous {result.ambiguous}, already recorded today {result.skipped['already_claimed']}"
     )
-    for who, why in result.failures + result.ambiguities:
+    for who, why in result.failures.entries + result.ambiguities.entries:
         print(f"  {who}: {why}", file=sys.stderr)
     if result.error:
         print(f"cobranca: {result.error}", file=sys.stderr)

@@ -647,7 +647,8 @@ def _field_reader(
         except ArithmeticError:  # decimal.InvalidOperation
             result = None
         if result is None or not result.is_finite():  # Decimal("NaN") compares with an error
-            raise ValueError(f"{name}: not a number ({value}): the letter would be wrong")
+            shown = protheus.trimmed(str(value))  # text in the column: no CR/LF into a log
+            raise ValueError(f"{name}: not a number ({shown}): the letter would be wrong")
         if plain and value:
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()

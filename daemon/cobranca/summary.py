@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from .plan import SKIP_REASONS
-from .runner import RunReport
+from .runner import Listed, RunReport
 
 MAX_LISTED = 20
 
@@ -60,11 +60,12 @@ def format_text(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def _listed(lines: list[str], title: str, items: list[tuple[str, str]]) -> None:
-    if not items:
+def _listed(lines: list[str], title: str, listed: Listed) -> None:
+    if not listed.total:
         return
     lines.append(f"  {title}:")
-    for who, why in items[:MAX_LISTED]:
+    for who, why in listed.entries[:MAX_LISTED]:
         lines.append(f"    {who}: {why}")
-    if len(items) > MAX_LISTED:
-        lines.append(f"    ... and {len(items) - MAX_LISTED} more (see --format json)")
+    if listed.total > MAX_LISTED:
+        where = "the log" if listed.unlisted else "the log and --format json"
+        lines.append(f"    ... and {listed.total - MAX_LISTED} more (each one is in {where})")
