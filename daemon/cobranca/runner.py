@@ -94,9 +94,6 @@ class LayoutResult:
     carried_over: int = 0  # found planned by another run of the day, still to send
     sent: int = 0
     would_send: int = 0
-    print_needed: int = 0
-    failed: int = 0
-    ambiguous: int = 0
     left_planned: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     failures: Listed = field(default_factory=Listed)
@@ -108,6 +105,18 @@ class LayoutResult:
     window_closed: str = ""  # why sending stopped mid-run (the send window closed)
     error: str = ""
     interrupted: bool = False
+
+    @property
+    def print_needed(self) -> int:
+        return self.prints.total
+
+    @property
+    def failed(self) -> int:
+        return self.failures.total
+
+    @property
+    def ambiguous(self) -> int:
+        return self.ambiguities.total
 
     @property
     def ok(self) -> bool:
@@ -436,9 +445,8 @@ def _plan(run: _Run, layout: Layout, result: LayoutResult, templates: LetterTemp
                 result.rejected_titles.add(title_key, why)
             if letter.invalid_emails:
                 # How many, not what: an e-mail entry is personal data (logs.py).
-                log.warning("layout %s: customer %s: %d A1_EMAIL entr%s ignored (not an "
-                            "address)", layout.name, customer.key, len(letter.invalid_emails),
-                            "y" if len(letter.invalid_emails) == 1 else "ies")  # fmt: skip
+                log.warning("layout %s: customer %s: A1_EMAIL entries ignored (not addresses): %d",
+                            layout.name, customer.key, len(letter.invalid_emails))  # fmt: skip
                 result.invalid_emails.add(customer.key, ", ".join(letter.invalid_emails))
             if letter.disposition is Disposition.SKIP:
                 result.skipped[letter.reason] += 1
@@ -484,7 +492,6 @@ def _dry_render(
     try:
         composed = compose(templates, letter, layout, run.config.creditor, "<dry-run@cobranca>")
     except TemplateProblem as exc:
-        result.failed += 1
         result.failures.add(letter.customer.key, f"render failed: {exc}")
         log.error("layout %s: customer %s: render failed: %s", layout.name,
                   letter.customer.key, exc)  # fmt: skip
@@ -503,7 +510,6 @@ def _to_print(result: LayoutResult, who: str, why: str) -> None:
     reason itself, which quotes the A1_EMAIL entries: personal data (logs.py); the history and
     the summary keep it.
     """
-    result.print_needed += 1
     result.prints.add(who, why)
     log.info("layout %s: customer %s: to print (no usable e-mail address)", result.layout, who)
 
@@ -720,13 +726,11 @@ def _count(layout: Layout, item: _Delivered, result: LayoutResult) -> None:
         log.info("layout %s: customer %s: sent %s to %d address(es)", layout.name, who,
                  item.message_id, item.recipients)  # fmt: skip
     elif outcome.status is LetterStatus.AMBIGUOUS:
-        result.ambiguous += 1
         result.ambiguities.add(who, outcome.reason)
         log.error("layout %s: customer %s: AMBIGUOUS: %s", layout.name, who, outcome.reason)
     elif outcome.status is LetterStatus.PLANNED:
         result.interrupted = True
     else:
-        result.failed += 1
         result.failures.add(who, outcome.reason)
         log.error("layout %s: customer %s: not sent: %s", layout.name, who, outcome.reason)
 
