@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import time_machine
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
@@ -671,10 +672,15 @@ def test_titles_paid_after_planning_are_left_out_of_the_letter(
 # --- a daemon sharing another's run --------------------------------------------------------
 
 
+# The daemon takes its day from the clock: the demo's, whose letters DEMO_LETTERS counts (on
+# another day other títulos are in the layout's window: one fewer e-mailed on 2026-12-06).
+@time_machine.travel(
+    datetime(AS_OF.year, AS_OF.month, AS_OF.day, 9, tzinfo=ZoneInfo("America/Sao_Paulo")), tick=True
+)
 def test_a_daemon_sharing_a_run_alerts_the_operator_about_its_own_failed_letters(
     demo_sqlite: str, faulty_server: FaultyServer, tmp_path: Path
 ) -> None:
-    today = datetime.now(ZoneInfo("America/Sao_Paulo")).date()  # the daemon's day
+    today = AS_OF
     holder = fault_config(tmp_path, demo_sqlite, faulty_server, "holder.yaml",
                           max_letters_per_run=1)  # fmt: skip
     assert run_layouts(holder, as_of=today).results[0].left_planned == DEMO_LETTERS - 1
