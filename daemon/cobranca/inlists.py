@@ -5,8 +5,8 @@ keeps it in the connection's statement cache (128 of them), and the re-read of t
 with a sub-select) costs tens of KB there. Lists whose length followed the data (a batch's
 recnos, customer codes, letter ids) filled those caches with statements run once or twice,
 and a run's memory grew with the number of lengths it met: over a 100k-título ladder run,
-226 texts and up to 16.0 MB held by SQLite, against 95 texts and 8.3 MB padded (README,
-Benchmark). Padded to a power of two, a list up to 512 long has one of ten lengths.
+226 texts and up to 16.0 MB held by SQLite, against 95 texts and 8.3 MB padded
+(docs/benchmarks.md). Padded to a power of two, a list up to 512 long has one of ten lengths.
 """
 
 from __future__ import annotations

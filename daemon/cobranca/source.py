@@ -558,7 +558,7 @@ _customer_of = operator.itemgetter(_CLIENTE, _LOJA)  # the raw (E1_CLIENTE, E1_L
 
 # Entries per conversion cache, cleared when full. Amounts rarely repeat except within a
 # customer's títulos, so a larger money cache was memory for nothing: 65,536 entries cost
-# 12 MB of a 1M-título read (88 MB against 76) for no speed (README, Benchmark). Dates and
+# 12 MB of a 1M-título read (88 MB against 76) for no speed (docs/benchmarks.md). Dates and
 # short codes stay far below it (150 and 13 distinct at 1M títulos).
 _CACHE_LIMIT = 8_192
 _MISSING: Any = object()
